@@ -1,0 +1,58 @@
+"""The central server's aiohttp application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .config import CentralConfig
+from .context import Central
+from .db import upgrade
+from .http import add_routes, error_middleware
+from .keys import BACKGROUND, CENTRAL, SCHEDULER
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tessera.central")
+
+
+def create_app(config: CentralConfig, *, migrate: bool = True) -> web.Application:
+    """Build the app; the database, scheduler and background work open and close with it."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=32 * 1024 * 1024)
+    app[BACKGROUND] = set()
+
+    async def central_ctx(app: web.Application):
+        if migrate:
+            await asyncio.to_thread(upgrade, config.database_url)
+        central = Central.open(config)
+        app[CENTRAL] = central
+        log.info("central started backend=%s", "sqlite" if central.db.sqlite else "postgresql")
+        yield
+        for task in list(app[BACKGROUND]):
+            task.cancel()
+        await asyncio.gather(*app[BACKGROUND], return_exceptions=True)
+        await central.close()
+
+    async def scheduler_ctx(app: web.Application):
+        if not config.scheduler:
+            yield
+            return
+        central = app[CENTRAL]
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        # Both jobs are idempotent, so running them in several workers at once is harmless.
+        scheduler.add_job(central.holds.expire_due, "interval", seconds=config.hold_sweep_seconds,
+                          id="expire-holds", max_instances=1, coalesce=True)
+        scheduler.add_job(central.cards.expire_cards, "interval", seconds=config.card_expiry_sweep_seconds,
+                          id="expire-cards", max_instances=1, coalesce=True)
+        scheduler.start()
+        app[SCHEDULER] = scheduler
+        yield
+        scheduler.shutdown(wait=False)
+
+    app.cleanup_ctx.append(central_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
+    add_routes(app)
+    return app

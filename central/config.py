@@ -1,0 +1,82 @@
+"""The central server's configuration: one typed object from a TOML file and TESSERA_* variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CentralConfig", "load_config"]
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    """Defaults run the demo: embedded SQLite under ./var, listening on localhost:8080."""
+
+    database_url: str = "sqlite:///var/central.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("var")
+    # Key of the eCode HMAC, hex. Empty: read (or create once) data_dir/ecode.key.
+    ecode_key: str = ""
+    db_pool_size: int = 10
+    staff_token_hours: int = 12
+    ecode_max_failures: int = 5
+    ecode_lockout_seconds: int = 900
+    hold_sweep_seconds: float = 5.0
+    card_expiry_sweep_seconds: float = 3600.0
+    scheduler: bool = True
+    log_level: str = "INFO"
+
+    def ecode_pepper(self) -> bytes:
+        """The eCode key, creating it (mode 0600) on first use when none is configured."""
+        if self.ecode_key:
+            return bytes.fromhex(self.ecode_key)
+        path = self.data_dir / "ecode.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return bytes.fromhex(path.read_text().strip())
+
+    @property
+    def production_dir(self) -> Path:
+        return self.data_dir / "production"
+
+
+def _coerce(kind: Any, raw: Any) -> Any:
+    if kind in (bool, "bool"):
+        return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
+    if kind in (Path, "Path"):
+        return Path(raw)
+    return str(raw)
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                **overrides: Any) -> CentralConfig:
+    """File values, then ``TESSERA_<FIELD>`` environment variables, then explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get("TESSERA_CONFIG")
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        values.update(data.get("central", data))
+    known = {f.name: f.type for f in fields(CentralConfig)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+    for name in known:
+        key = f"TESSERA_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(CentralConfig(), **{k: _coerce(known[k], v) for k, v in values.items()})

@@ -1,0 +1,53 @@
+"""Wires the services of one central process together (used by the web app and the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import CentralConfig
+from .db import Database
+from .services import (
+    AdminService,
+    BulkLoadService,
+    CardService,
+    HoldService,
+    IssuingService,
+    Ledger,
+    ProgrammeCache,
+    TillService,
+    WebService,
+)
+
+__all__ = ["Central"]
+
+
+@dataclass
+class Central:
+    config: CentralConfig
+    db: Database
+    ledger: Ledger
+    till: TillService
+    admin: AdminService
+    cards: CardService
+    issuing: IssuingService
+    holds: HoldService
+    bulk: BulkLoadService
+    web: WebService
+
+    @classmethod
+    def open(cls, config: CentralConfig) -> Central:
+        db = Database(config.database_url, pool_size=config.db_pool_size)
+        ledger = Ledger(db, ProgrammeCache())
+        till = TillService(ledger)
+        cards = CardService(ledger)
+        pepper = config.ecode_pepper()
+        return cls(
+            config=config, db=db, ledger=ledger, till=till,
+            admin=AdminService(db, config.staff_token_hours), cards=cards,
+            issuing=IssuingService(db, ledger, config.production_dir, pepper),
+            holds=HoldService(ledger), bulk=BulkLoadService(ledger),
+            web=WebService(till, cards, pepper, config.ecode_max_failures, config.ecode_lockout_seconds),
+        )
+
+    async def close(self) -> None:
+        await self.db.close()

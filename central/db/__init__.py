@@ -1,0 +1,40 @@
+"""Central persistence: schema, engine, migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import tables
+from .engine import async_url, create_engine, is_sqlite, sync_url
+from .migrate import upgrade
+
+__all__ = ["Database", "tables", "upgrade", "async_url", "sync_url"]
+
+
+class Database:
+    """The engine plus the few dialect differences the services need to know about."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        self.engine = create_engine(url, pool_size=pool_size)
+
+    def begin(self):
+        """``async with db.begin() as conn:`` — commits on success, rolls back on any error."""
+        return self.engine.begin()
+
+    def connect(self):
+        return self.engine.connect()
+
+    def insert_ignore(self, table):
+        """INSERT ... ON CONFLICT DO NOTHING for either dialect."""
+        dialect = sqlite if self.sqlite else postgresql
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def ping(conn: AsyncConnection) -> None:
+    await conn.exec_driver_sql("SELECT 1")

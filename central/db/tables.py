@@ -1,0 +1,266 @@
+"""The central schema (SQLAlchemy Core). Every card's rows carry ``card_id`` so they can be
+co-located by it when the database is sharded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps are stored and returned as timezone-aware UTC (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _created() -> sa.Column:
+    return sa.Column("created_at", UTCDateTime, nullable=False, default=now)
+
+
+programmes = sa.Table(
+    "programmes", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(32), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("number_prefix", sa.String(18), nullable=False),
+    sa.Column("number_length", sa.SmallInteger, nullable=False),
+    sa.Column("luhn", sa.Boolean, nullable=False),
+    sa.Column("nominal_values", sa.JSON, nullable=False),
+    sa.Column("min_amount", sa.BigInteger, nullable=False),
+    sa.Column("max_amount", sa.BigInteger, nullable=False),
+    sa.Column("topup_allowed", sa.Boolean, nullable=False),
+    sa.Column("max_balance", sa.BigInteger),
+    sa.Column("validity_months", sa.Integer),
+    sa.Column("hold_ttl_seconds", sa.Integer, nullable=False),
+    sa.Column("hold_expiry_policy", sa.String(16), nullable=False),
+    sa.Column("service_code", sa.String(3), nullable=False),
+    sa.Column("next_serial", sa.BigInteger, nullable=False, default=0),
+    _created(),
+)
+
+stores = sa.Table(
+    "stores", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(32), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    _created(),
+)
+
+counterparties = sa.Table(
+    "counterparties", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(32), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    _created(),
+)
+
+# Tills (one per store lane) and website clients, each with its own bearer token.
+terminals = sa.Table(
+    "terminals", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # till | web
+    sa.Column("store_id", sa.ForeignKey("stores.id")),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    _created(),
+    sa.UniqueConstraint("store_id", "code", name="uq_terminals_store_code"),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    _created(),
+)
+
+staff_tokens = sa.Table(
+    "staff_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    _created(),
+)
+
+card_issues = sa.Table(
+    "card_issues", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("programme_id", sa.ForeignKey("programmes.id"), nullable=False),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("first_serial", sa.BigInteger, nullable=False),
+    sa.Column("generated", sa.BigInteger, nullable=False, default=0),
+    sa.Column("status", sa.String(16), nullable=False),  # running | completed | failed
+    sa.Column("track_expiry", sa.String(4), nullable=False),  # YYMM printed on the stripe
+    sa.Column("production_file", sa.String(400)),
+    sa.Column("error", sa.Text),
+    sa.Column("requested_by", sa.String(64), nullable=False),
+    _created(),
+    sa.Column("completed_at", UTCDateTime),
+)
+
+packs = sa.Table(
+    "packs", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("programme_id", sa.ForeignKey("programmes.id"), nullable=False),
+    sa.Column("store_id", sa.ForeignKey("stores.id")),
+    sa.Column("counterparty_id", sa.ForeignKey("counterparties.id")),
+    sa.Column("status", sa.String(16), nullable=False),  # created | authorized | activated
+    sa.Column("card_count", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    _created(),
+    sa.Column("authorized_at", UTCDateTime),
+    sa.Column("activated_at", UTCDateTime),
+    sa.CheckConstraint("(store_id IS NULL) <> (counterparty_id IS NULL)", name="one_recipient"),
+)
+
+cards = sa.Table(
+    "cards", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("number", sa.String(19), nullable=False, unique=True),
+    sa.Column("programme_id", sa.ForeignKey("programmes.id"), nullable=False),
+    sa.Column("issue_id", sa.ForeignKey("card_issues.id")),
+    sa.Column("pack_id", sa.ForeignKey("packs.id"), index=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("ecode_hash", sa.String(64)),
+    sa.Column("ecode_failures", sa.Integer, nullable=False, default=0),
+    sa.Column("ecode_locked_until", UTCDateTime),
+    sa.Column("expires_on", sa.Date),
+    sa.Column("replaced_by", sa.BigInteger),
+    sa.Column("replaces", sa.BigInteger),
+    sa.Column("activated_at", UTCDateTime),
+    _created(),
+)
+
+accounts = sa.Table(
+    "accounts", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("card_id", sa.ForeignKey("cards.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # stored_value (points etc. come with loyalty)
+    sa.Column("currency", sa.String(3), nullable=False),
+    # Cached beside the entries and always equal to their sums (checked by the reconciliation).
+    sa.Column("balance", sa.BigInteger, nullable=False, default=0),
+    sa.Column("held", sa.BigInteger, nullable=False, default=0),
+    sa.UniqueConstraint("card_id", "kind", name="uq_accounts_card_kind"),
+    sa.CheckConstraint("held >= 0", name="held_not_negative"),
+)
+
+# One row per client request (approved or declined): the idempotency record and the transaction log.
+operations = sa.Table(
+    "operations", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("approved", sa.Boolean, nullable=False),
+    sa.Column("decline_code", sa.String(32)),
+    sa.Column("channel", sa.String(8), nullable=False),  # till | web | admin | bulk | system
+    sa.Column("card_id", sa.BigInteger),
+    sa.Column("store_id", sa.BigInteger),
+    sa.Column("terminal_id", sa.BigInteger),
+    sa.Column("amount", sa.BigInteger, nullable=False, default=0),
+    sa.Column("currency", sa.String(3)),
+    # Operations that close another exactly once (cancel, confirm, void, expiry) name it here; unique.
+    sa.Column("settles", sa.Uuid, unique=True),
+    # Looser references (a refund naming the payment it refunds) go here.
+    sa.Column("reference", sa.Uuid, index=True),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("device_time", UTCDateTime),
+    _created(),
+    sa.Index("ix_operations_card_created", "card_id", "created_at"),
+    sa.Index("ix_operations_store_created", "store_id", "created_at"),
+    sa.Index("ix_operations_created", "created_at"),
+)
+
+entries = sa.Table(
+    "entries", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("operation_id", sa.ForeignKey("operations.id"), nullable=False, index=True),
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("held_delta", sa.BigInteger, nullable=False, default=0),
+    sa.Column("balance_after", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("store_id", sa.BigInteger),
+    _created(),
+    sa.Index("ix_entries_card", "card_id", "id"),
+    sa.Index("ix_entries_account", "account_id"),
+)
+
+holds = sa.Table(
+    "holds", metadata,
+    sa.Column("operation_id", sa.ForeignKey("operations.id"), primary_key=True),
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    # pending -> confirmed | voided | expired | clarification -> confirmed | reversed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("policy", sa.String(16), nullable=False),
+    sa.Column("store_id", sa.BigInteger),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("resolved_by", sa.Uuid),
+    sa.Column("resolved_at", UTCDateTime),
+    _created(),
+    sa.Index("ix_holds_status_expires", "status", "expires_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False, default=now),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(48), nullable=False),
+    sa.Column("target", sa.String(100)),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("remote", sa.String(64)),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+bulk_loads = sa.Table(
+    "bulk_loads", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("filename", sa.String(200), nullable=False),
+    sa.Column("uploaded_by", sa.String(64), nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("credited", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("result_csv", sa.Text, nullable=False),
+    _created(),
+)

@@ -1,0 +1,84 @@
+"""Health, version and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from .routing import CSV, JSON, ROUTES, Call, route
+
+VERSION = "0.1.0"
+_ERROR = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+}
+_ERRORS = {400: "malformed request", 401: "missing or bad credentials", 403: "not allowed for this caller",
+           404: "no such thing", 409: "conflict (reused id, illegal transition)", 422: "invalid input"}
+
+
+@route("GET", "/health", summary="Liveness and database health", tag="system", auth="public")
+async def health(call: Call):
+    async with call.central.db.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    return {"status": "ok", "database": "ok", "version": VERSION,
+            "backend": "sqlite" if call.central.db.sqlite else "postgresql"}
+
+
+@route("GET", "/openapi.json", summary="This API's OpenAPI 3.1 document", tag="system", auth="public")
+async def openapi(call: Call):
+    return build_openapi()
+
+
+def build_openapi() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    components: dict[str, Any] = {"Error": _ERROR}
+    for spec in ROUTES:
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", spec.path)
+        op: dict[str, Any] = {"operationId": spec.handler.__name__, "summary": spec.summary, "tags": [spec.tag]}
+        if spec.auth != "public":
+            op["security"] = [{spec.auth: []}]
+            if spec.roles:
+                op["description"] = f"Roles: {', '.join(spec.roles)}."
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for n in re.findall(r"\{(\w+)", path)]
+        if spec.query is not None:
+            schema = spec.query.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            for name, prop in schema.get("properties", {}).items():
+                params.append({"name": name, "in": "query", "required": name in schema.get("required", []),
+                               "schema": prop})
+        if params:
+            op["parameters"] = params
+        if spec.body is not None:
+            schema = spec.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components[spec.body.__name__] = schema
+            op["requestBody"] = {"required": True, "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{spec.body.__name__}"}}}}
+        elif spec.consumes == CSV:
+            op["requestBody"] = {"required": True, "content": {CSV: {"schema": {"type": "string"}}}}
+        ok = {"description": spec.responses.get(200, "success"),
+              "content": {spec.produces: {"schema": {"type": "string"} if spec.produces == CSV else {}}}}
+        responses: dict[str, Any] = {"200": ok}
+        for status, text in {**_ERRORS, **{k: v for k, v in spec.responses.items() if k != 200}}.items():
+            if status == 401 and spec.auth == "public" and status not in spec.responses:
+                continue
+            responses[str(status)] = {"description": text, "content": {JSON: {
+                "schema": {"$ref": "#/components/schemas/Error"}}}} if status >= 400 else {"description": text}
+        op["responses"] = responses
+        paths.setdefault(path, {})[spec.method.lower()] = op
+    bearer = {"type": "http", "scheme": "bearer"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tessera central server", "version": VERSION,
+                 "description": "Gift-card and stored-value authorization, administration and web service. "
+                                "Amounts are integers in minor units. Errors: {\"error\": {\"code\", \"message\"}}."},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": {
+            "staff": {**bearer, "description": "token from POST /api/v1/auth/login"},
+            "till": {**bearer, "description": "a till's token (admin: register a terminal of kind till)"},
+            "web": {**bearer, "description": "a website client's token (terminal of kind web)"}}},
+    }

@@ -1,0 +1,215 @@
+"""Card administration: block, unblock, duplicate, card details, and search of cards and transactions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from core import CardEvent, CardState, DeclineCode, EntryKind, IllegalTransition, InvalidInput, OperationKind
+
+from ..db.tables import cards, entries, operations, packs, programmes, stores
+from .admin import NotFound
+from .ledger import Ledger, Origin, Outcome, card_declined, mask, system_id
+from .till import card_summary
+
+__all__ = ["CardService", "TransactionQuery", "CardQuery"]
+
+
+@dataclass(frozen=True, slots=True)
+class CardQuery:
+    number_prefix: str | None = None
+    programme: str | None = None
+    state: str | None = None
+    store: str | None = None
+    after_id: int = 0
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionQuery:
+    """The complex key head office searches transactions by; every field optional."""
+
+    card_number: str | None = None
+    number_prefix: str | None = None
+    store: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    kinds: tuple[str, ...] = ()
+    min_amount: int | None = None
+    max_amount: int | None = None
+    status: str | None = None  # approved | declined
+    before: datetime | None = None  # keyset cursor: created_at of the last row seen
+    limit: int = 100
+
+
+class CardService:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def _state_change(self, number: str, kind: OperationKind, event: CardEvent, origin: Origin,
+                            op_id: uuid.UUID, reason: str) -> dict[str, Any]:
+        async def run(conn, _op, now):
+            card = await self.ledger.lock_card(conn, number=number)
+            if card is None:
+                raise NotFound("no such card")
+            await self.ledger.move_card(conn, card, event)
+            out = Outcome(True, card)
+            out.extra["reason"] = reason
+            return out
+
+        result, _ = await self.ledger.execute(op_id=op_id, kind=kind, payload={"card": number, "reason": reason},
+                                              origin=origin, handler=run)
+        return result
+
+    async def block(self, number: str, reason: str, origin: Origin, op_id: uuid.UUID) -> dict[str, Any]:
+        return await self._state_change(number, OperationKind.BLOCK, CardEvent.BLOCK, origin, op_id, reason)
+
+    async def unblock(self, number: str, reason: str, origin: Origin, op_id: uuid.UUID) -> dict[str, Any]:
+        return await self._state_change(number, OperationKind.UNBLOCK, CardEvent.UNBLOCK, origin, op_id, reason)
+
+    async def duplicate(self, number: str, new_number: str, origin: Origin, op_id: uuid.UUID) -> dict[str, Any]:
+        """Replace a card: its balance moves to a stock card of the same programme, history stays linked."""
+        if number == new_number:
+            raise InvalidInput("the replacement must be another card")
+
+        async def run(conn, _op, now):
+            # Lock both cards in id order so two duplicates never deadlock each other.
+            ids = (await conn.execute(sa.select(cards.c.number, cards.c.id)
+                                      .where(cards.c.number.in_([number, new_number])))).all()
+            by_number = dict(ids)
+            if number not in by_number or new_number not in by_number:
+                raise NotFound("no such card")
+            locked = {}
+            for cid in sorted(by_number.values()):
+                row = await self.ledger.lock_card(conn, card_id=cid)
+                locked[row.number] = row
+            old, new = locked[number], locked[new_number]
+            if new.programme.id != old.programme.id:
+                return card_declined(old, DeclineCode.WRONG_PROGRAMME, "replacement is of another programme")
+            if old.held:
+                return card_declined(old, DeclineCode.HOLDS_PENDING, "card has unconfirmed authorizations")
+            await self.ledger.move_card(conn, old, CardEvent.REPLACE, replaced_by=new.id)
+            await self.ledger.ensure_account(conn, new)
+            await self.ledger.move_card(conn, new, CardEvent.ACTIVATE_REPLACEMENT, replaces=old.id,
+                                        activated_at=now, expires_on=old.expires_on)
+            moved = old.balance
+            out = Outcome(True, new, moved)
+            if old.account_id is not None and moved:
+                out.entries.append(self.ledger.entry(old, EntryKind.TRANSFER_OUT, -moved))
+                out.entries.append(self.ledger.entry(new, EntryKind.TRANSFER_IN, moved))
+            out.extra["replaced_card"] = mask(old.number)
+            return out
+
+        result, _ = await self.ledger.execute(op_id=op_id, kind=OperationKind.DUPLICATE,
+                                              payload={"card": number, "new_card": new_number}, origin=origin,
+                                              handler=run)
+        return result
+
+    async def detail(self, number: str, history: int = 50) -> dict[str, Any]:
+        """A card's state, balance, lineage and latest entries."""
+        async with self.ledger.db.connect() as conn:
+            card = await self.ledger.lock_card(conn, number=number, lock=False)
+            if card is None:
+                raise NotFound("no such card")
+            info = card_summary(card)
+            info["number"] = card.number
+            row = (await conn.execute(sa.select(cards.c.replaced_by, cards.c.replaces, cards.c.pack_id,
+                                                cards.c.activated_at).where(cards.c.id == card.id))).one()
+            for key in ("replaced_by", "replaces"):
+                other = getattr(row, key)
+                info[key] = (await conn.execute(sa.select(cards.c.number).where(cards.c.id == other))).scalar() \
+                    if other else None
+            info["pack_id"] = row.pack_id
+            info["activated_at"] = row.activated_at.isoformat() if row.activated_at else None
+            info["entries"] = await self._history(conn, card.id, history)
+        return info
+
+    @staticmethod
+    async def _history(conn, card_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = await conn.execute(
+            sa.select(entries.c.operation_id, entries.c.kind, entries.c.amount, entries.c.held_delta,
+                      entries.c.balance_after, entries.c.currency, entries.c.created_at, stores.c.code)
+            .outerjoin(stores, stores.c.id == entries.c.store_id)
+            .where(entries.c.card_id == card_id).order_by(entries.c.id.desc()).limit(limit))
+        return [{"txn_id": str(r.operation_id), "kind": r.kind, "amount": r.amount, "held_delta": r.held_delta,
+                 "balance_after": r.balance_after, "currency": r.currency, "store": r.code,
+                 "at": r.created_at.isoformat()} for r in rows]
+
+    async def history(self, card_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        async with self.ledger.db.connect() as conn:
+            return await self._history(conn, card_id, limit)
+
+    async def search_cards(self, q: CardQuery) -> list[dict[str, Any]]:
+        query = (sa.select(cards.c.id, cards.c.number, cards.c.state, cards.c.expires_on, programmes.c.code,
+                           stores.c.code.label("store"))
+                 .join(programmes, programmes.c.id == cards.c.programme_id)
+                 .outerjoin(packs, packs.c.id == cards.c.pack_id).outerjoin(stores, stores.c.id == packs.c.store_id)
+                 .where(cards.c.id > q.after_id).order_by(cards.c.id).limit(min(q.limit, 1000)))
+        if q.number_prefix:
+            query = query.where(cards.c.number.startswith(q.number_prefix, autoescape=True))
+        if q.programme:
+            query = query.where(programmes.c.code == q.programme)
+        if q.state:
+            query = query.where(cards.c.state == CardState(q.state).value)
+        if q.store:
+            query = query.where(stores.c.code == q.store)
+        async with self.ledger.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [{"id": r.id, "number": r.number, "state": r.state, "programme": r.code, "store": r.store,
+                 "expires_on": r.expires_on.isoformat() if r.expires_on else None} for r in rows]
+
+    async def search_transactions(self, q: TransactionQuery) -> list[dict[str, Any]]:
+        o = operations
+        query = (sa.select(o.c.id, o.c.kind, o.c.approved, o.c.decline_code, o.c.channel, o.c.amount,
+                           o.c.currency, o.c.created_at, o.c.settles, o.c.reference, cards.c.number,
+                           stores.c.code.label("store"))
+                 .outerjoin(cards, cards.c.id == o.c.card_id).outerjoin(stores, stores.c.id == o.c.store_id)
+                 .order_by(o.c.created_at.desc(), o.c.id).limit(min(q.limit, 1000)))
+        if q.card_number:
+            query = query.where(cards.c.number == q.card_number)
+        if q.number_prefix:
+            query = query.where(cards.c.number.startswith(q.number_prefix, autoescape=True))
+        if q.store:
+            query = query.where(stores.c.code == q.store)
+        if q.since:
+            query = query.where(o.c.created_at >= q.since)
+        if q.until:
+            query = query.where(o.c.created_at < q.until)
+        if q.before:
+            query = query.where(o.c.created_at < q.before)
+        if q.kinds:
+            query = query.where(o.c.kind.in_([OperationKind(k).value for k in q.kinds]))
+        if q.min_amount is not None:
+            query = query.where(o.c.amount >= q.min_amount)
+        if q.max_amount is not None:
+            query = query.where(o.c.amount <= q.max_amount)
+        if q.status:
+            if q.status not in ("approved", "declined"):
+                raise InvalidInput("status is approved or declined")
+            query = query.where(o.c.approved == (q.status == "approved"))
+        async with self.ledger.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [{"txn_id": str(r.id), "kind": r.kind, "status": "approved" if r.approved else "declined",
+                 "decline_code": r.decline_code, "channel": r.channel, "amount": r.amount, "currency": r.currency,
+                 "card": r.number, "store": r.store, "at": r.created_at.isoformat(),
+                 "cancels": str(r.settles) if r.settles else None,
+                 "reference": str(r.reference) if r.reference else None} for r in rows]
+
+    async def expire_cards(self, today: date | None = None) -> int:
+        """Move cards past their last valid day to ``expired`` (one operation per card, exactly once)."""
+        today = today or datetime.now(UTC).date()
+        async with self.ledger.db.connect() as conn:
+            due = (await conn.execute(sa.select(cards.c.number).where(
+                cards.c.state.in_([CardState.ACTIVE.value, CardState.BLOCKED.value]),
+                cards.c.expires_on < today).limit(10_000))).scalars().all()
+        for number in due:
+            try:
+                await self._state_change(number, OperationKind.CARD_EXPIRY, CardEvent.EXPIRE, Origin("system"),
+                                         system_id("card-expiry", number, today), "validity ended")
+            except IllegalTransition:
+                continue
+        return len(due)

@@ -1,0 +1,316 @@
+"""Posting operations to the ledger: idempotent, one transaction each, one card lock at a time.
+
+Every mutating operation locks the card row first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+has a single writer), so the balance it reads is the balance it changes: concurrent payments on one
+card queue up and can never overdraw it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core import (
+    CardEvent,
+    CardState,
+    CardView,
+    Decision,
+    DeclineCode,
+    EntryKind,
+    IdempotencyConflict,
+    InvalidInput,
+    OperationKind,
+    Programme,
+    fingerprint,
+    next_state,
+)
+from core.authorization import decline
+
+from ..db import Database
+from ..db.tables import accounts, cards, entries, operations, packs, programmes
+from .programmes import ProgrammeCache
+
+__all__ = ["Origin", "CardRow", "Outcome", "PendingEntry", "Ledger", "mask", "STORED_VALUE"]
+
+log = logging.getLogger("tessera.ledger")
+STORED_VALUE = "stored_value"
+SYSTEM_NAMESPACE = uuid.UUID("6b7d3f0e-3c8a-4a57-9a49-2f6c1e0b9d11")
+
+
+def mask(number: str) -> str:
+    """Card number as shown on receipts and in logs: first six and last four digits."""
+    return number[:6] + "*" * max(len(number) - 10, 0) + number[-4:] if len(number) > 10 else number
+
+
+def system_id(*parts: object) -> uuid.UUID:
+    """A deterministic operation id for work the server starts itself (so it runs exactly once)."""
+    return uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked: a till of a store, a website, a staff member, a bulk file or the scheduler."""
+
+    channel: str
+    store_id: int | None = None
+    terminal_id: int | None = None
+    actor: str | None = None
+
+
+@dataclass(slots=True)
+class CardRow:
+    """A locked card with its stored-value account (account_id is None before first activation)."""
+
+    id: int
+    number: str
+    state: CardState
+    programme: Programme
+    expires_on: date | None
+    pack_id: int | None
+    pack_status: str | None
+    pack_store_id: int | None
+    account_id: int | None
+    balance: int
+    held: int
+    replaced_by: int | None = None
+
+    def view(self) -> CardView:
+        return CardView(
+            number=self.number, state=self.state, programme=self.programme, balance=self.balance,
+            held=self.held, expires_on=self.expires_on, pack_sellable=self.pack_status == "authorized",
+            pack_store_id=self.pack_store_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    card_id: int
+    account_id: int
+    kind: EntryKind
+    amount: int
+    held_delta: int
+    balance_after: int
+    currency: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a handler decided; recorded (with its entries) by :meth:`Ledger.execute`."""
+
+    approved: bool
+    card: CardRow | None = None
+    amount: int = 0
+    code: DeclineCode | None = None
+    message: str = ""
+    entries: list[PendingEntry] = field(default_factory=list)
+    settles: uuid.UUID | None = None
+    reference: uuid.UUID | None = None
+    # Statements that need the operation row to exist first (holds reference it).
+    after: list[sa.Executable] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def declined(cls, code: DeclineCode, message: str, card: CardRow | None = None) -> Outcome:
+        return cls(False, card, 0, code, message)
+
+    @classmethod
+    def from_decision(cls, decision: Decision, card: CardRow) -> Outcome:
+        return cls(decision.approved, card, decision.amount, decision.code, decision.message)
+
+
+Handler = Callable[[AsyncConnection, uuid.UUID, datetime], Awaitable[Outcome]]
+
+
+class _AlreadyRecorded(Exception):
+    """The operation id was recorded by an earlier or concurrent request: roll back and replay."""
+
+
+_CARD_COLUMNS = (
+    cards.c.id, cards.c.number, cards.c.state, cards.c.expires_on, cards.c.programme_id,
+    cards.c.pack_id, cards.c.replaced_by, packs.c.status.label("pack_status"),
+    packs.c.store_id.label("pack_store_id"), accounts.c.id.label("account_id"),
+    accounts.c.balance, accounts.c.held,
+)
+_CARD_FROM = cards.outerjoin(packs, packs.c.id == cards.c.pack_id).outerjoin(
+    accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE)
+)
+
+
+class Ledger:
+    """Records operations and their entries; the handlers of each operation live in other modules."""
+
+    def __init__(self, db: Database, programmes_cache: ProgrammeCache) -> None:
+        self.db = db
+        self.programmes = programmes_cache
+
+    # -- reading cards ---------------------------------------------------------------------------
+
+    async def lock_card(self, conn: AsyncConnection, *, number: str | None = None,
+                        card_id: int | None = None, lock: bool = True) -> CardRow | None:
+        """Load and lock one card (by number or id) with its stored-value account."""
+        query = sa.select(*_CARD_COLUMNS).select_from(_CARD_FROM)
+        query = query.where(cards.c.number == number) if number is not None else query.where(cards.c.id == card_id)
+        row = (await conn.execute(query.with_for_update(of=cards) if lock else query)).first()
+        if row is None:
+            return None
+        return CardRow(
+            id=row.id, number=row.number, state=CardState(row.state),
+            programme=await self.programmes.get(conn, row.programme_id), expires_on=row.expires_on,
+            pack_id=row.pack_id, pack_status=row.pack_status, pack_store_id=row.pack_store_id,
+            account_id=row.account_id, balance=row.balance or 0, held=row.held or 0,
+            replaced_by=row.replaced_by,
+        )
+
+    async def ensure_account(self, conn: AsyncConnection, card: CardRow) -> int:
+        """The card's stored-value account, opened on its first activation."""
+        if card.account_id is None:
+            card.account_id = (await conn.execute(
+                sa.insert(accounts).values(card_id=card.id, kind=STORED_VALUE,
+                                           currency=card.programme.currency, balance=0, held=0)
+                .returning(accounts.c.id))).scalar_one()
+        return card.account_id
+
+    async def move_card(self, conn: AsyncConnection, card: CardRow, event: CardEvent, **values: Any) -> None:
+        """Apply a lifecycle event to a locked card (IllegalTransition if the lifecycle forbids it)."""
+        state = next_state(card.state, event)
+        await conn.execute(sa.update(cards).where(cards.c.id == card.id).values(state=state.value, **values))
+        card.state = state
+        if "expires_on" in values:
+            card.expires_on = values["expires_on"]
+
+    @staticmethod
+    def entry(card: CardRow, kind: EntryKind, amount: int, held_delta: int = 0) -> PendingEntry:
+        """A ledger line for ``card``; updates the in-memory balance so several lines chain."""
+        if card.account_id is None:
+            raise RuntimeError("entry on a card without an account")
+        card.balance += amount
+        card.held += held_delta
+        return PendingEntry(card.id, card.account_id, kind, amount, held_delta, card.balance,
+                            card.programme.currency)
+
+    # -- recording ---------------------------------------------------------------------------------
+
+    async def execute(self, *, op_id: uuid.UUID, kind: OperationKind, payload: dict[str, Any],
+                      origin: Origin, handler: Handler, device_time: datetime | None = None,
+                      now: datetime | None = None) -> tuple[dict[str, Any], bool]:
+        """Run ``handler`` and record its outcome under ``op_id`` exactly once.
+
+        Returns ``(result, replayed)``. A repeat of ``op_id`` with the same payload returns the first
+        result; with a different payload it raises IdempotencyConflict and changes nothing.
+        """
+        digest = fingerprint({"kind": kind.value, "channel": origin.channel, "store": origin.store_id,
+                              "terminal": origin.terminal_id, **payload})
+        now = now or datetime.now(UTC)
+        try:
+            async with self.db.begin() as conn:
+                outcome = await handler(conn, op_id, now)
+                result = self._result(op_id, kind, outcome, now)
+                await self._record(conn, op_id, kind, digest, origin, outcome, result, device_time, now)
+                return result, False
+        except _AlreadyRecorded:
+            pass
+        return await self.replay(op_id, digest), True
+
+    async def replay(self, op_id: uuid.UUID, digest: str) -> dict[str, Any]:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(
+                sa.select(operations.c.fingerprint, operations.c.result).where(operations.c.id == op_id))).one()
+        if row.fingerprint != digest:
+            raise IdempotencyConflict(f"transaction id {op_id} was already used for a different request")
+        return row.result
+
+    async def _record(self, conn: AsyncConnection, op_id: uuid.UUID, kind: OperationKind, digest: str,
+                      origin: Origin, outcome: Outcome, result: dict[str, Any],
+                      device_time: datetime | None, now: datetime) -> None:
+        card = outcome.card
+        inserted = await conn.execute(self.db.insert_ignore(operations).values(
+            id=op_id, kind=kind.value, fingerprint=digest, approved=outcome.approved,
+            decline_code=outcome.code.value if outcome.code else None, channel=origin.channel,
+            card_id=card.id if card else None, store_id=origin.store_id, terminal_id=origin.terminal_id,
+            amount=outcome.amount, currency=card.programme.currency if card else None,
+            settles=outcome.settles if outcome.approved else None,
+            reference=outcome.reference, result=result, device_time=device_time, created_at=now,
+        ))
+        if inserted.rowcount == 0:
+            raise _AlreadyRecorded
+        if not outcome.approved:
+            return
+        if outcome.entries:
+            await self._post(conn, op_id, outcome.entries, origin.store_id, now)
+        for statement in outcome.after:
+            await conn.execute(statement)
+
+    async def _post(self, conn: AsyncConnection, op_id: uuid.UUID, lines: Sequence[PendingEntry],
+                    store_id: int | None, now: datetime) -> None:
+        # The cached balance moves by exactly what the entries say, in the same transaction.
+        deltas: dict[int, list[int]] = {}
+        for e in lines:
+            d = deltas.setdefault(e.account_id, [0, 0])
+            d[0] += e.amount
+            d[1] += e.held_delta
+        for account_id, (amount, held) in deltas.items():
+            await conn.execute(sa.update(accounts).where(accounts.c.id == account_id).values(
+                balance=accounts.c.balance + amount, held=accounts.c.held + held))
+        rows = [dict(operation_id=op_id, card_id=e.card_id, account_id=e.account_id, kind=e.kind.value,
+                     amount=e.amount, held_delta=e.held_delta, balance_after=e.balance_after,
+                     currency=e.currency, store_id=store_id, created_at=now) for e in lines]
+        if len(rows) == 1:
+            await conn.execute(sa.insert(entries).values(**rows[0]))
+        else:
+            await conn.execute(sa.insert(entries), rows)
+
+    @staticmethod
+    def _result(op_id: uuid.UUID, kind: OperationKind, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        card = outcome.card
+        result: dict[str, Any] = {
+            "txn_id": str(op_id),
+            "operation": kind.value,
+            "approved": outcome.approved,
+            "decline_code": outcome.code.value if outcome.code else None,
+            "message": outcome.message or ("approved" if outcome.approved else ""),
+            "amount": outcome.amount,
+            "decision": "online",
+            "at": now.isoformat(),
+        }
+        if card is not None:
+            result.update(
+                card=mask(card.number), card_state=card.state.value, currency=card.programme.currency,
+                balance=card.balance, available=card.balance - card.held,
+                expires_on=card.expires_on.isoformat() if card.expires_on else None,
+            )
+        result.update(outcome.extra)
+        return result
+
+    # -- shared lookups --------------------------------------------------------------------------
+
+    async def original(self, conn: AsyncConnection, txn_id: uuid.UUID | None):
+        """The recorded operation a cancel/confirm/void/refund names, or None."""
+        if txn_id is None:
+            return None
+        return (await conn.execute(sa.select(operations).where(operations.c.id == txn_id))).first()
+
+    async def settled(self, conn: AsyncConnection, txn_id: uuid.UUID) -> bool:
+        row = await conn.execute(sa.select(operations.c.id).where(operations.c.settles == txn_id))
+        return row.first() is not None
+
+    async def programme_by_code(self, conn: AsyncConnection, code: str) -> Programme:
+        pid = (await conn.execute(sa.select(programmes.c.id).where(programmes.c.code == code))).scalar()
+        if pid is None:
+            raise InvalidInput(f"unknown programme {code!r}", code="unknown_programme")
+        return await self.programmes.get(conn, pid)
+
+
+def unknown_card() -> Outcome:
+    return Outcome.declined(DeclineCode.UNKNOWN_CARD, "no such card")
+
+
+def card_declined(card: CardRow, code: DeclineCode, message: str) -> Outcome:
+    d = decline(code, message)
+    return Outcome.from_decision(d, card)

@@ -1,0 +1,309 @@
+"""Till operations authorized online by central: sale, payment, top-up, refund, their
+cancellations, balance inquiry and the two-phase authorize / confirm / void."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core import (
+    CANCELS,
+    CardEvent,
+    CardState,
+    DeclineCode,
+    EntryKind,
+    InvalidInput,
+    OperationKind,
+    decide_credit,
+    decide_debit,
+    decide_sale,
+    decide_topup,
+    expiry_date,
+    usable_decline,
+)
+
+from ..db.tables import entries, holds, operations
+from .ledger import CardRow, Ledger, Origin, Outcome, card_declined, mask, unknown_card
+
+__all__ = ["TillRequest", "TillService", "TILL_OPERATIONS"]
+
+K = OperationKind
+TILL_OPERATIONS = (K.SALE, K.SALE_CANCEL, K.PAYMENT, K.PAYMENT_CANCEL, K.TOPUP, K.TOPUP_CANCEL, K.REFUND,
+                   K.REFUND_CANCEL, K.AUTHORIZE, K.CONFIRM, K.VOID)
+_NEEDS_CARD = {K.SALE, K.PAYMENT, K.TOPUP, K.REFUND, K.AUTHORIZE}
+_NEEDS_AMOUNT = {K.PAYMENT, K.TOPUP, K.REFUND, K.AUTHORIZE}
+_NEEDS_ORIGINAL = {K.SALE_CANCEL, K.PAYMENT_CANCEL, K.TOPUP_CANCEL, K.REFUND_CANCEL, K.CONFIRM, K.VOID}
+# Entry kinds written by an operation and by its cancellation.
+_ENTRY = {K.SALE: EntryKind.ACTIVATION, K.PAYMENT: EntryKind.PAYMENT, K.TOPUP: EntryKind.TOPUP,
+          K.REFUND: EntryKind.REFUND}
+_CANCEL_ENTRY = {K.SALE_CANCEL: EntryKind.ACTIVATION_CANCEL, K.PAYMENT_CANCEL: EntryKind.PAYMENT_CANCEL,
+                 K.TOPUP_CANCEL: EntryKind.TOPUP_CANCEL, K.REFUND_CANCEL: EntryKind.REFUND_CANCEL}
+
+
+@dataclass(frozen=True, slots=True)
+class TillRequest:
+    """One till (or website) request, validated at the HTTP boundary."""
+
+    kind: OperationKind
+    txn_id: uuid.UUID
+    card_number: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    original_txn_id: uuid.UUID | None = None
+    allow_partial: bool = False
+    device_time: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TILL_OPERATIONS:
+            raise InvalidInput(f"{self.kind} is not a till operation")
+        if self.kind in _NEEDS_CARD and not self.card_number:
+            raise InvalidInput(f"{self.kind} needs card_number")
+        if self.kind in _NEEDS_AMOUNT and self.amount is None:
+            raise InvalidInput(f"{self.kind} needs amount")
+        if self.amount is not None and self.amount <= 0:
+            raise InvalidInput("amount must be a positive number of minor units")
+        if self.kind in _NEEDS_ORIGINAL and self.original_txn_id is None:
+            raise InvalidInput(f"{self.kind} needs original_txn_id")
+
+    def payload(self) -> dict[str, Any]:
+        return {"card": self.card_number, "amount": self.amount, "currency": self.currency,
+                "original": str(self.original_txn_id) if self.original_txn_id else None,
+                "partial": self.allow_partial}
+
+
+class TillService:
+    """Decides and records till operations through the :class:`Ledger`."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def execute(self, req: TillRequest, origin: Origin) -> tuple[dict[str, Any], bool]:
+        handler = getattr(self, f"_{req.kind.value}")
+
+        async def run(conn: AsyncConnection, op_id: uuid.UUID, now: datetime) -> Outcome:
+            return await handler(conn, req, origin, now)
+
+        return await self.ledger.execute(op_id=req.txn_id, kind=req.kind, payload=req.payload(), origin=origin,
+                                         handler=run, device_time=req.device_time)
+
+    async def balance(self, card_number: str) -> dict[str, Any]:
+        """Balance inquiry: a read, not an operation (nothing is recorded)."""
+        async with self.ledger.db.connect() as conn:
+            card = await self.ledger.lock_card(conn, number=card_number, lock=False)
+        if card is None:
+            return {"card": mask(card_number), "found": False, "decline_code": DeclineCode.UNKNOWN_CARD.value}
+        return card_summary(card)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _card(self, conn: AsyncConnection, req: TillRequest) -> CardRow | Outcome:
+        card = await self.ledger.lock_card(conn, number=req.card_number)
+        if card is None:
+            return unknown_card()
+        if req.currency is not None and req.currency != card.programme.currency:
+            return card_declined(card, DeclineCode.CURRENCY_MISMATCH,
+                                 f"card is in {card.programme.currency}, not {req.currency}")
+        return card
+
+    async def _original(self, conn: AsyncConnection, req: TillRequest, expected: OperationKind
+                        ) -> tuple[Any, CardRow] | Outcome:
+        """The approved operation a cancel/confirm/void names, with its card locked."""
+        orig = await self.ledger.original(conn, req.original_txn_id)
+        if orig is None or orig.kind != expected.value or not orig.approved:
+            return Outcome.declined(DeclineCode.ORIGINAL_NOT_FOUND, f"no approved {expected} with that id")
+        card = await self.ledger.lock_card(conn, card_id=orig.card_id)
+        if req.card_number and req.card_number != card.number:
+            return card_declined(card, DeclineCode.ORIGINAL_MISMATCH, "original was made with another card")
+        return orig, card
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def _sale(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        card = await self._card(conn, req)
+        if isinstance(card, Outcome):
+            return card
+        decision = decide_sale(card.view(), req.amount, origin.store_id)
+        if not decision.approved:
+            return Outcome.from_decision(decision, card)
+        await self._activate(conn, card, now)
+        out = Outcome(True, card, decision.amount)
+        out.entries.append(self.ledger.entry(card, EntryKind.ACTIVATION, decision.amount))
+        return out
+
+    async def _activate(self, conn, card: CardRow, now: datetime) -> None:
+        await self.ledger.ensure_account(conn, card)
+        await self.ledger.move_card(conn, card, CardEvent.ACTIVATE, activated_at=now,
+                                    expires_on=expiry_date(now.date(), card.programme.validity_months))
+
+    async def _payment(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        return await self._debit(conn, req, now, hold=False)
+
+    async def _authorize(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        return await self._debit(conn, req, now, hold=True, store_id=origin.store_id)
+
+    async def _debit(self, conn, req: TillRequest, now: datetime, *, hold: bool,
+                     store_id: int | None = None) -> Outcome:
+        card = await self._card(conn, req)
+        if isinstance(card, Outcome):
+            return card
+        decision = decide_debit(card.view(), req.amount, now.date(), req.allow_partial)
+        if not decision.approved:
+            return Outcome.from_decision(decision, card)
+        out = Outcome(True, card, decision.amount)
+        if not hold:
+            out.entries.append(self.ledger.entry(card, EntryKind.PAYMENT, -decision.amount))
+            return out
+        out.entries.append(self.ledger.entry(card, EntryKind.HOLD, 0, decision.amount))
+        p = card.programme
+        expires = now + timedelta(seconds=p.hold_ttl_seconds)
+        out.after.append(sa.insert(holds).values(
+            operation_id=req.txn_id, card_id=card.id, account_id=card.account_id, amount=decision.amount,
+            currency=p.currency, status="pending", policy=p.hold_expiry_policy.value, store_id=store_id,
+            expires_at=expires, created_at=now))
+        out.extra["hold_expires_at"] = expires.isoformat()
+        return out
+
+    async def _topup(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        card = await self._card(conn, req)
+        if isinstance(card, Outcome):
+            return card
+        decision = decide_topup(card.view(), req.amount, now.date())
+        if not decision.approved:
+            return Outcome.from_decision(decision, card)
+        out = Outcome(True, card, decision.amount)
+        out.entries.append(self.ledger.entry(card, EntryKind.TOPUP, decision.amount))
+        return out
+
+    async def _refund(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        """Refund onto the card paid with, or onto a new card from the store's stock (activating it)."""
+        limit = None
+        if req.original_txn_id is not None:
+            orig = await self.ledger.original(conn, req.original_txn_id)
+            if orig is None or orig.kind != K.PAYMENT.value or not orig.approved:
+                return Outcome.declined(DeclineCode.ORIGINAL_NOT_FOUND, "no approved payment with that id")
+            await self.ledger.lock_card(conn, card_id=orig.card_id)  # serialises refunds of one payment
+            if await self.ledger.settled(conn, orig.id):
+                return Outcome.declined(DeclineCode.ALREADY_CANCELLED, "that payment was cancelled")
+            limit = orig.amount - await self._refunded(conn, orig.id)
+        card = await self._card(conn, req)
+        if isinstance(card, Outcome):
+            return card
+        if limit is not None and req.amount > limit:
+            return card_declined(card, DeclineCode.REFUND_EXCEEDS_PAYMENT, f"at most {limit} can be refunded")
+        if card.state == CardState.IN_PACK:
+            decision = decide_sale(card.view(), None, origin.store_id)
+            if not decision.approved and decision.code not in (DeclineCode.NOT_A_NOMINAL_VALUE,
+                                                               DeclineCode.AMOUNT_OUT_OF_RANGE):
+                return Outcome.from_decision(decision, card)
+            await self._activate(conn, card, now)
+        else:
+            decision = decide_credit(card.view(), req.amount, now.date())
+            if not decision.approved:
+                return Outcome.from_decision(decision, card)
+        out = Outcome(True, card, req.amount, reference=req.original_txn_id)
+        out.entries.append(self.ledger.entry(card, EntryKind.REFUND, req.amount))
+        return out
+
+    async def _refunded(self, conn, payment_id: uuid.UUID) -> int:
+        cancel = operations.alias("cancel")
+        query = sa.select(sa.func.coalesce(sa.func.sum(operations.c.amount), 0)).where(
+            operations.c.reference == payment_id, operations.c.kind == K.REFUND.value, operations.c.approved,
+            ~sa.exists().where(cancel.c.settles == operations.c.id))
+        return (await conn.execute(query)).scalar_one()
+
+    async def _cancel(self, conn, req: TillRequest, now: datetime) -> Outcome:
+        target = CANCELS[req.kind]
+        found = await self._original(conn, req, target)
+        if isinstance(found, Outcome):
+            return found
+        orig, card = found
+        if await self.ledger.settled(conn, orig.id):
+            return card_declined(card, DeclineCode.ALREADY_CANCELLED, f"that {target} was already cancelled")
+        if card.state in (CardState.REPLACED, CardState.CLOSED):
+            return card_declined(card, usable_decline(card.state), f"card is {card.state}")
+        amount = orig.amount
+        credit = req.kind == K.PAYMENT_CANCEL
+        if req.kind == K.PAYMENT_CANCEL and await self._refunded(conn, orig.id):
+            return card_declined(card, DeclineCode.CANCEL_NOT_ALLOWED, "payment was partly refunded already")
+        if not credit and card.balance - card.held < amount:
+            return card_declined(card, DeclineCode.INSUFFICIENT_FUNDS, "the value was already spent")
+        if req.kind == K.SALE_CANCEL:
+            later = await conn.execute(sa.select(entries.c.id).where(
+                entries.c.card_id == card.id, entries.c.operation_id != orig.id,
+                entries.c.id > sa.select(sa.func.max(entries.c.id)).where(entries.c.operation_id == orig.id)
+                .scalar_subquery()).limit(1))
+            if later.first() is not None or card.state != CardState.ACTIVE:
+                return card_declined(card, DeclineCode.CARD_USED, "card was used after it was sold")
+            await self.ledger.move_card(conn, card, CardEvent.CANCEL_SALE, expires_on=None, activated_at=None)
+        out = Outcome(True, card, amount, settles=orig.id)
+        out.entries.append(self.ledger.entry(card, _CANCEL_ENTRY[req.kind], amount if credit else -amount))
+        return out
+
+    async def _sale_cancel(self, conn, req, origin, now):
+        return await self._cancel(conn, req, now)
+
+    async def _payment_cancel(self, conn, req, origin, now):
+        return await self._cancel(conn, req, now)
+
+    async def _topup_cancel(self, conn, req, origin, now):
+        return await self._cancel(conn, req, now)
+
+    async def _refund_cancel(self, conn, req, origin, now):
+        return await self._cancel(conn, req, now)
+
+    async def _hold(self, conn, req: TillRequest) -> tuple[Any, CardRow] | Outcome:
+        found = await self._original(conn, req, K.AUTHORIZE)
+        if isinstance(found, Outcome):
+            return found
+        orig, card = found
+        hold = (await conn.execute(sa.select(holds).where(holds.c.operation_id == orig.id))).one()
+        if hold.status != "pending":
+            return card_declined(card, DeclineCode.HOLD_NOT_PENDING, f"authorization is {hold.status}")
+        return hold, card
+
+    async def _confirm(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        found = await self._hold(conn, req)
+        if isinstance(found, Outcome):
+            return found
+        hold, card = found
+        amount = req.amount if req.amount is not None else hold.amount
+        if amount > hold.amount:
+            return card_declined(card, DeclineCode.AMOUNT_EXCEEDS_HOLD, f"authorization was for {hold.amount}")
+        return close_hold(self.ledger, card, hold, req.txn_id, "confirmed", now, capture=amount)
+
+    async def _void(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+        found = await self._hold(conn, req)
+        if isinstance(found, Outcome):
+            return found
+        hold, card = found
+        return close_hold(self.ledger, card, hold, req.txn_id, "voided", now)
+
+
+def close_hold(ledger: Ledger, card: CardRow, hold: Any, op_id: uuid.UUID, status: str, now: datetime, *,
+               capture: int | None = None) -> Outcome:
+    """Capture part or all of a hold (releasing the rest), or release it whole; exactly once."""
+    out = Outcome(True, card, capture or 0, reference=hold.operation_id, settles=hold.operation_id)
+    if capture is None:
+        out.entries.append(ledger.entry(card, EntryKind.RELEASE, 0, -hold.amount))
+    else:
+        out.entries.append(ledger.entry(card, EntryKind.CAPTURE, -capture, -hold.amount))
+    # Conditional on the status it was read with: a second closer updates nothing.
+    out.after.append(sa.update(holds).where(holds.c.operation_id == hold.operation_id,
+                                            holds.c.status == hold.status)
+                     .values(status=status, resolved_by=op_id, resolved_at=now))
+    out.extra["authorization"] = str(hold.operation_id)
+    return out
+
+
+def card_summary(card: CardRow) -> dict[str, Any]:
+    return {
+        "card": mask(card.number), "found": True, "state": card.state.value,
+        "programme": card.programme.code, "currency": card.programme.currency, "balance": card.balance,
+        "held": card.held, "available": card.balance - card.held,
+        "expires_on": card.expires_on.isoformat() if card.expires_on else None,
+    }

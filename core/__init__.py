@@ -1,0 +1,19 @@
+"""Tessera's pure domain: money, programmes, cards, the ledger and authorization decisions.
+
+Nothing here does I/O; servers and nodes persist and transport what these modules decide.
+"""
+
+from .authorization import CardView, Decision, decide_credit, decide_debit, decide_sale, decide_topup, expiry_date
+from .cards import CardEvent, CardState, next_state, usable_decline
+from .errors import DeclineCode, DomainError, IdempotencyConflict, IllegalTransition, InvalidInput
+from .ledger import CANCELS, Entry, EntryKind, OperationKind, balances, fingerprint
+from .money import CurrencyMismatch, Money, validate_currency
+from .programmes import HoldExpiryPolicy, NumberTemplate, Programme, ProgrammeKind, ValueRules
+
+__all__ = [
+    "CANCELS", "CardEvent", "CardState", "CardView", "CurrencyMismatch", "Decision", "DeclineCode",
+    "DomainError", "Entry", "EntryKind", "HoldExpiryPolicy", "IdempotencyConflict", "IllegalTransition",
+    "InvalidInput", "Money", "NumberTemplate", "OperationKind", "Programme", "ProgrammeKind", "ValueRules",
+    "balances", "decide_credit", "decide_debit", "decide_sale", "decide_topup", "expiry_date", "fingerprint",
+    "next_state", "usable_decline", "validate_currency",
+]

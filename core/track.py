@@ -1,0 +1,43 @@
+"""Magnetic-stripe track data (ISO 7813 tracks 1 and 2) for the card production file."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidInput
+
+__all__ = ["track1", "track2"]
+
+_NAME = re.compile(r"^[A-Z0-9 ./-]{2,26}$")
+
+
+def _check(pan: str, expiry_yymm: str, service_code: str) -> None:
+    if not (pan.isdigit() and len(pan) <= 19):
+        raise InvalidInput("PAN is up to 19 digits")
+    if not (len(expiry_yymm) == 4 and expiry_yymm.isdigit() and 1 <= int(expiry_yymm[2:]) <= 12):
+        raise InvalidInput("expiry is YYMM")
+    if not (len(service_code) == 3 and service_code.isdigit()):
+        raise InvalidInput("service code is three digits")
+
+
+def track1(pan: str, name: str, expiry_yymm: str, service_code: str, discretionary: str = "") -> str:
+    """``%B<PAN>^<NAME>^<YYMM><SC><DD>?`` — at most 79 characters."""
+    _check(pan, expiry_yymm, service_code)
+    name = name.upper()
+    if not _NAME.match(name):
+        raise InvalidInput("track 1 name is 2-26 of A-Z, 0-9, space . / -")
+    data = f"%B{pan}^{name}^{expiry_yymm}{service_code}{discretionary}?"
+    if len(data) > 79:
+        raise InvalidInput("track 1 is longer than 79 characters")
+    return data
+
+
+def track2(pan: str, expiry_yymm: str, service_code: str, discretionary: str = "") -> str:
+    """``;<PAN>=<YYMM><SC><DD>?`` — at most 40 characters."""
+    _check(pan, expiry_yymm, service_code)
+    if discretionary and not discretionary.isdigit():
+        raise InvalidInput("track 2 discretionary data is digits")
+    data = f";{pan}={expiry_yymm}{service_code}{discretionary}?"
+    if len(data) > 40:
+        raise InvalidInput("track 2 is longer than 40 characters")
+    return data

@@ -1,0 +1,2 @@
+"""The ``tessera`` command line and demo; the product itself lives in core, central, edge, sync,
+drivers and simulators."""

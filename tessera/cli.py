@@ -1,0 +1,153 @@
+"""The ``tessera`` command line: runs central, issues cards, manages users, and runs the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from central.app import create_app
+from central.config import CentralConfig, load_config
+from central.context import Central
+from central.db import upgrade
+from central.logs import ACCESS_LOG_FORMAT, setup_logging
+from central.services import audit
+
+log = logging.getLogger("tessera.cli")
+
+
+def _config(args: argparse.Namespace) -> CentralConfig:
+    return load_config(getattr(args, "config", None), database_url=getattr(args, "database_url", None),
+                       host=getattr(args, "host", None), port=getattr(args, "port", None),
+                       data_dir=getattr(args, "data_dir", None))
+
+
+def _serve_worker(config: CentralConfig) -> None:
+    setup_logging(config.log_level)
+    web.run_app(create_app(config, migrate=False), host=config.host, port=config.port, reuse_port=True,
+                access_log_format=ACCESS_LOG_FORMAT, print=None, handle_signals=True)
+
+
+def serve(config: CentralConfig, workers: int = 1) -> None:
+    """Migrate once, then serve with ``workers`` processes sharing the port (SO_REUSEPORT)."""
+    setup_logging(config.log_level)
+    upgrade(config.database_url)
+    log.info("central listening url=http://%s:%s workers=%s", config.host, config.port, workers)
+    if workers <= 1:
+        web.run_app(create_app(config, migrate=False), host=config.host, port=config.port,
+                    access_log_format=ACCESS_LOG_FORMAT, print=None)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve_worker, args=(config,), name=f"central-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+
+    def stop(*_):
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\rissued {done:,} / {total:,} cards ({100 * done // total}%)", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+async def issue_cards(config: CentralConfig, programme: str, quantity: int, track_expiry: str | None) -> dict:
+    central = Central.open(config)
+    try:
+        async with central.db.begin() as conn:
+            issue_id = await central.issuing.start_issue(conn, programme, quantity, "cli", track_expiry)
+        return await central.issuing.run_issue(issue_id, _progress)
+    finally:
+        await central.close()
+
+
+async def create_user(config: CentralConfig, username: str, role: str, password: str) -> None:
+    central = Central.open(config)
+    try:
+        async with central.db.begin() as conn:
+            await central.admin.create_user(conn, username, password, role)
+            await audit(conn, "cli", "user_create", f"user:{username}", {"role": role})
+    finally:
+        await central.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
+    sub = parser.add_subparsers(dest="area", required=True)
+
+    demo = sub.add_parser("demo", help="run the demo: central on embedded SQLite with seeded data")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--data-dir", default="var/demo")
+    demo.add_argument("--keep", action="store_true", help="keep the previous demo data instead of starting fresh")
+
+    central = sub.add_parser("central", help="the head-office server")
+    csub = central.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--config", help="TOML file (also TESSERA_CONFIG)")
+        p.add_argument("--database-url", help="postgresql://... or sqlite:///path (also TESSERA_DATABASE_URL)")
+        p.add_argument("--data-dir", help="where keys and production files live (also TESSERA_DATA_DIR)")
+        return p
+
+    p = common(csub.add_parser("serve", help="serve the HTTP APIs"))
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=int(os.environ.get("TESSERA_WORKERS", "1")))
+    common(csub.add_parser("migrate", help="bring the database schema up to date"))
+    p = common(csub.add_parser("create-user", help="create a staff user (password from TESSERA_PASSWORD or prompt)"))
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", choices=("admin", "operator", "auditor"), required=True)
+    p = common(csub.add_parser("issue-cards", help="issue a batch of cards, writing its production file"))
+    p.add_argument("--programme", required=True)
+    p.add_argument("--quantity", type=int, required=True)
+    p.add_argument("--track-expiry", help="YYMM on the stripe")
+
+    args = parser.parse_args(argv)
+    if args.area == "demo":
+        from tessera.demo import run_demo
+
+        data_dir = Path(args.data_dir)
+        if not args.keep and data_dir.exists():
+            shutil.rmtree(data_dir)
+        return run_demo(data_dir, args.port)
+
+    config = _config(args)
+    if args.command == "serve":
+        serve(config, args.workers)
+    elif args.command == "migrate":
+        setup_logging(config.log_level)
+        upgrade(config.database_url)
+        log.info("database migrated")
+    elif args.command == "create-user":
+        password = os.environ.get("TESSERA_PASSWORD") or getpass.getpass("password: ")
+        asyncio.run(create_user(config, args.username, args.role, password))
+        print(f"user {args.username} ({args.role}) created")
+    elif args.command == "issue-cards":
+        setup_logging(config.log_level)
+        upgrade(config.database_url)
+        result = asyncio.run(issue_cards(config, args.programme, args.quantity, args.track_expiry))
+        print(f"issue {result['id']}: {result['generated']:,} cards {result['first_number']}..{result['last_number']}"
+              f" in {result['seconds']} s; production file: {config.production_dir / ('issue-%d.csv' % result['id'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
