@@ -9,15 +9,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from core import DomainError
-
 from ..db.tables import counterparties, stores, terminals
 from ..keys import BACKGROUND
 from ..services import CardQuery, NotFound, Origin, TransactionQuery, create_programme, list_programmes
 from ..services.programmes import programme_dict
 from ..services.reports import liability_csv, turnover_csv
 from . import schemas as s
-from .routing import CSV, Call, route
+from .routing import CSV, BadRequest, Call, route
 
 log = logging.getLogger("tessera.admin")
 ADMIN = ("admin",)
@@ -284,7 +282,7 @@ async def bulk_load(call: Call):
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DomainError("CSV must be UTF-8", code="invalid_csv") from None
+        raise BadRequest("CSV must be UTF-8", code="invalid_csv") from None
     name = call.request.headers.get("X-Filename", "upload.csv")[:200]
     result = await call.central.bulk.load(text, name, call.staff.username)
     return {k: v for k, v in result.items() if k != "result_csv"}

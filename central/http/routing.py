@@ -21,7 +21,7 @@ from core import DomainError, IdempotencyConflict, IllegalTransition
 from ..keys import CENTRAL
 from ..services import AuthError, EcodeLocked, EcodeRejected, Forbidden, NotFound, Staff, Terminal, audit
 
-__all__ = ["RouteSpec", "route", "ROUTES", "Call", "error_response", "error_middleware", "add_routes"]
+__all__ = ["BadRequest", "RouteSpec", "route", "ROUTES", "Call", "error_response", "error_middleware", "add_routes"]
 
 log = logging.getLogger("tessera.http")
 
@@ -93,7 +93,14 @@ def route(method: str, path: str, *, summary: str, tag: str, auth: str, roles: t
 
 # -- errors -------------------------------------------------------------------------------------
 
-_STATUS = {AuthError: 401, Forbidden: 403, EcodeRejected: 403, NotFound: 404, IdempotencyConflict: 409,
+
+class BadRequest(DomainError):
+    """The request itself is malformed (not JSON, not UTF-8...)."""
+
+    code = "bad_request"
+
+
+_STATUS = {BadRequest: 400, AuthError: 401, Forbidden: 403, EcodeRejected: 403, NotFound: 404, IdempotencyConflict: 409,
            IllegalTransition: 409, EcodeLocked: 423}
 
 
@@ -161,11 +168,11 @@ async def _authenticate(request: web.Request, spec: RouteSpec) -> Staff | Termin
 
 async def _json_body(request: web.Request) -> Any:
     if not request.can_read_body:
-        raise DomainError("a JSON body is required", code="invalid_json")
+        raise BadRequest("a JSON body is required", code="invalid_json")
     try:
         return json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DomainError(f"body is not valid JSON: {exc}", code="invalid_json") from None
+        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
 
 
 def _query(request: web.Request, model: type[BaseModel]) -> BaseModel:

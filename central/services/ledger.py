@@ -141,6 +141,9 @@ _CARD_COLUMNS = (
 _CARD_FROM = cards.outerjoin(packs, packs.c.id == cards.c.pack_id).outerjoin(
     accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE)
 )
+_CARD_LOCK_FROM = cards.outerjoin(packs, packs.c.id == cards.c.pack_id).join(
+    accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE)
+)
 
 
 class Ledger:
@@ -155,9 +158,16 @@ class Ledger:
     async def lock_card(self, conn: AsyncConnection, *, number: str | None = None,
                         card_id: int | None = None, lock: bool = True) -> CardRow | None:
         """Load and lock one card (by number or id) with its stored-value account."""
-        query = sa.select(*_CARD_COLUMNS).select_from(_CARD_FROM)
-        query = query.where(cards.c.number == number) if number is not None else query.where(cards.c.id == card_id)
-        row = (await conn.execute(query.with_for_update(of=cards) if lock else query)).first()
+        key = cards.c.number == number if number is not None else cards.c.id == card_id
+        row = None
+        if lock:
+            # Lock the card and its account together: PostgreSQL then re-reads both rows if a
+            # concurrent transaction changed them while we waited, so the balance is current.
+            row = (await conn.execute(sa.select(*_CARD_COLUMNS).select_from(_CARD_LOCK_FROM).where(key)
+                                      .with_for_update(of=[cards, accounts]))).first()
+        if row is None:  # not locking, or a card with no account yet (only its own row to lock)
+            query = sa.select(*_CARD_COLUMNS).select_from(_CARD_FROM).where(key)
+            row = (await conn.execute(query.with_for_update(of=cards) if lock else query)).first()
         if row is None:
             return None
         return CardRow(
@@ -237,8 +247,8 @@ class Ledger:
             amount=outcome.amount, currency=card.programme.currency if card else None,
             settles=outcome.settles if outcome.approved else None,
             reference=outcome.reference, result=result, device_time=device_time, created_at=now,
-        ))
-        if inserted.rowcount == 0:
+        ).returning(operations.c.id))
+        if inserted.first() is None:  # rowcount is not reliable for INSERT on every driver
             raise _AlreadyRecorded
         if not outcome.approved:
             return
