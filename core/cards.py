@@ -54,10 +54,10 @@ del S, E
 
 def next_state(state: CardState | str, event: CardEvent) -> CardState:
     """The state after ``event``; IllegalTransition when the lifecycle does not allow it."""
-    state = CardState(state)
     try:
+        state = CardState(state)
         return TRANSITIONS[(state, event)]
-    except KeyError:
+    except (KeyError, ValueError):
         raise IllegalTransition(f"a card that is {state} cannot {event.replace('_', ' ')}") from None
 
 

@@ -24,7 +24,7 @@ def validate_currency(code: str) -> str:
     return code
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Money:
     """An amount in minor units (cents) of one currency."""
 
@@ -47,6 +47,23 @@ class Money:
     def __sub__(self, other: Money) -> Money:
         self._same(other)
         return Money(self.currency, self.minor - other.minor)
+
+    # Ordering only makes sense within one currency.
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor <= other.minor
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor > other.minor
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor >= other.minor
 
     def __neg__(self) -> Money:
         return Money(self.currency, -self.minor)

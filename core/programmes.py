@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -10,7 +11,14 @@ from stdnum import luhn
 from .errors import InvalidInput
 from .money import validate_currency
 
-__all__ = ["ProgrammeKind", "HoldExpiryPolicy", "NumberTemplate", "ValueRules", "Programme"]
+__all__ = ["ProgrammeKind", "HoldExpiryPolicy", "NumberTemplate", "ValueRules", "Programme", "is_digits"]
+
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts other scripts' digits)."""
+    return bool(_DIGITS.match(text))
 
 
 class ProgrammeKind(StrEnum):
@@ -36,7 +44,7 @@ class NumberTemplate:
     luhn: bool = True
 
     def __post_init__(self) -> None:
-        if not self.prefix.isdigit():
+        if not is_digits(self.prefix):
             raise InvalidInput("number prefix must be digits")
         if not 8 <= self.length <= 19:
             raise InvalidInput("card numbers are 8 to 19 digits long")
@@ -68,7 +76,7 @@ class NumberTemplate:
 
     def matches(self, number: str) -> bool:
         """Whether ``number`` is well-formed for this template (prefix, length, check digit)."""
-        if len(number) != self.length or not number.isdigit() or not number.startswith(self.prefix):
+        if len(number) != self.length or not is_digits(number) or not number.startswith(self.prefix):
             return False
         return luhn.is_valid(number) if self.luhn else True
 
@@ -86,6 +94,9 @@ class ValueRules:
     def __post_init__(self) -> None:
         if any(type(v) is not int or v <= 0 for v in self.nominal_values):
             raise InvalidInput("nominal values are positive integers in minor units")
+        if any(type(v) is not int for v in (self.min_amount, self.max_amount)) or (
+                self.max_balance is not None and type(self.max_balance) is not int):
+            raise InvalidInput("amounts are integers in minor units")
         if not 0 < self.min_amount <= self.max_amount:
             raise InvalidInput("min_amount must be positive and not above max_amount")
         if self.max_balance is not None and self.max_balance <= 0:
@@ -118,5 +129,5 @@ class Programme:
             raise InvalidInput("hold_ttl_seconds must be positive")
         if self.validity_months is not None and self.validity_months <= 0:
             raise InvalidInput("validity_months must be positive")
-        if len(self.service_code) != 3 or not self.service_code.isdigit():
+        if len(self.service_code) != 3 or not is_digits(self.service_code):
             raise InvalidInput("service_code is three digits")

@@ -156,10 +156,7 @@ async def _authenticate(request: web.Request, spec: RouteSpec) -> Staff | Termin
         return None
     token = _bearer(request)
     if spec.auth == "staff":
-        staff = await central.admin.staff_for(token)
-        if spec.roles and staff.role not in spec.roles:
-            raise Forbidden(f"role {staff.role} may not {spec.summary[0].lower()}{spec.summary[1:]}")
-        return staff
+        return await central.admin.staff_for(token)
     terminal = await central.admin.terminal_for(token)
     if terminal.kind != spec.auth:
         raise Forbidden(f"a {terminal.kind} terminal may not call this operation")
@@ -200,6 +197,8 @@ def _wrap(spec: RouteSpec):
         call = Call(request, principal)
         raw_body = None
         try:
+            if isinstance(principal, Staff) and spec.roles and principal.role not in spec.roles:
+                raise Forbidden(f"role {principal.role} may not {spec.summary[0].lower()}{spec.summary[1:]}")
             if spec.body is not None:
                 raw_body = await _json_body(request)
                 call.body = spec.body.model_validate(raw_body)

@@ -32,11 +32,31 @@ async def openapi(call: Call):
     return build_openapi()
 
 
+def openapi_path(path: str) -> str:
+    """``/cards/{number:\\d{8,19}}`` -> ``/cards/{number}`` (patterns may nest braces)."""
+    out, depth = [], 0
+    i = 0
+    while i < len(path):
+        ch = path[i]
+        if depth == 0 and ch == "{":
+            match = re.match(r"\{(\w+)", path[i:])
+            out.append("{" + match.group(1) + "}")
+            i += match.end()
+            depth = 1
+            continue
+        if depth:
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {"Error": _ERROR}
     for spec in ROUTES:
-        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", spec.path)
+        path = openapi_path(spec.path)
         op: dict[str, Any] = {"operationId": spec.handler.__name__, "summary": spec.summary, "tags": [spec.tag]}
         if spec.auth != "public":
             op["security"] = [{spec.auth: []}]

@@ -108,10 +108,11 @@ class AdminService:
                 ok = await asyncio.to_thread(_hasher.verify, row.password_hash, password)
             except (VerificationError, InvalidHashError):
                 ok = False
-        async with self.db.begin() as conn:
-            if not ok:
+        if not ok:
+            async with self.db.begin() as conn:
                 await audit(conn, username, "login_failed", remote=remote)
-                raise AuthError("wrong username or password")
+            raise AuthError("wrong username or password")
+        async with self.db.begin() as conn:
             token = new_token()
             expires = datetime.now(UTC) + timedelta(hours=self.token_hours)
             await conn.execute(sa.insert(staff_tokens).values(token_hash=hash_token(token), user_id=row.id,

@@ -182,7 +182,10 @@ class CardService:
         if q.before:
             query = query.where(o.c.created_at < q.before)
         if q.kinds:
-            query = query.where(o.c.kind.in_([OperationKind(k).value for k in q.kinds]))
+            unknown = set(q.kinds) - {k.value for k in OperationKind}
+            if unknown:
+                raise InvalidInput(f"unknown transaction kind(s): {', '.join(sorted(unknown))}")
+            query = query.where(o.c.kind.in_(q.kinds))
         if q.min_amount is not None:
             query = query.where(o.c.amount >= q.min_amount)
         if q.max_amount is not None:

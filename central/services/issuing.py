@@ -207,13 +207,13 @@ class IssuingService:
             expected = None
         found = (await conn.execute(sa.select(cards.c.number, cards.c.state, cards.c.programme_id)
                                     .where(where).limit(MAX_PACK + 1))).all()
-        if not found:
-            raise InvalidInput("no cards match", code="no_cards")
-        if len(found) > MAX_PACK:
-            raise InvalidInput(f"a pack holds at most {MAX_PACK} cards")
         if expected is not None and len(found) != expected:
             missing = sorted(set(wanted) - {r.number for r in found})[:10]
             raise InvalidInput(f"unknown cards: {', '.join(missing)}", code="unknown_card")
+        if not found:
+            raise InvalidInput("no cards in that range", code="no_cards")
+        if len(found) > MAX_PACK:
+            raise InvalidInput(f"a pack holds at most {MAX_PACK} cards")
         if len({r.programme_id for r in found}) != 1:
             raise InvalidInput("a pack holds cards of one programme", code="mixed_programmes")
         unavailable = [f"{r.number} ({r.state})" for r in found if r.state != CardState.GENERATED.value][:10]

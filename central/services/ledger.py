@@ -23,6 +23,7 @@ from core import (
     CardView,
     Decision,
     DeclineCode,
+    DomainError,
     EntryKind,
     IdempotencyConflict,
     InvalidInput,
@@ -226,12 +227,21 @@ class Ledger:
                 return result, False
         except _AlreadyRecorded:
             pass
+        except DomainError:
+            # A repeat can fail where its first run passed (the pack is activated now): answer the
+            # repeat with the first result rather than with today's error.
+            replayed = await self.replay(op_id, digest, missing_ok=True)
+            if replayed is None:
+                raise
+            return replayed, True
         return await self.replay(op_id, digest), True
 
-    async def replay(self, op_id: uuid.UUID, digest: str) -> dict[str, Any]:
+    async def replay(self, op_id: uuid.UUID, digest: str, missing_ok: bool = False) -> dict[str, Any] | None:
         async with self.db.connect() as conn:
             row = (await conn.execute(
-                sa.select(operations.c.fingerprint, operations.c.result).where(operations.c.id == op_id))).one()
+                sa.select(operations.c.fingerprint, operations.c.result).where(operations.c.id == op_id))).first()
+        if row is None and missing_ok:
+            return None
         if row.fingerprint != digest:
             raise IdempotencyConflict(f"transaction id {op_id} was already used for a different request")
         return row.result

@@ -92,3 +92,9 @@ def test_subtraction_undoes_addition(a, b):
     x, y = Money("GBP", a), Money("GBP", b)
     assert (x + y) - y == x
     assert x + (-x) == Money("GBP", 0)
+
+
+def test_ordering_across_currencies_is_refused():
+    with pytest.raises(CurrencyMismatch):
+        _ = Money("EUR", 100) < Money("USD", 1)
+    assert Money("EUR", 1) < Money("EUR", 2) and Money("EUR", 2) >= Money("EUR", 2)

@@ -239,3 +239,12 @@ def test_programme_refuses_malformed_currency():
 def test_programme_validation(overrides):
     with pytest.raises(InvalidInput):
         make_programme(**overrides)
+
+
+def test_non_ascii_digits_never_match_a_template():
+    template = NumberTemplate("6001", 12, luhn=False)
+    assert not template.matches("6001" + "\u0660" * 7 + "\u0665")
+    with pytest.raises(InvalidInput):
+        template.serial("6001" + "\u0660" * 7 + "\u0665")
+    with pytest.raises(InvalidInput):
+        NumberTemplate("6\u00b2", 16)

@@ -107,3 +107,20 @@ def test_malformed_fields_are_refused_on_both_tracks(pan, expiry, service_code):
 def test_every_month_from_01_to_12_is_accepted(expiry):
     assert track2(PAN, expiry, "101") == f";{PAN}={expiry}101?"
     assert track1(PAN, "DOE/JOHN", expiry, "101").endswith(f"^{expiry}101?")
+
+
+def test_limits_leave_room_for_the_lrc():
+    # 39 characters plus the LRC is the whole of track 2.
+    assert len(track2("4111111111111111", "2512", "101", "1" * 13)) == 39
+    with pytest.raises(InvalidInput):
+        track2("4111111111111111", "2512", "101", "1" * 14)
+
+
+def test_track1_discretionary_cannot_hold_sentinels():
+    with pytest.raises(InvalidInput):
+        track1("4111111111111111", "DOE/JOHN", "2512", "101", "?^%")
+
+
+def test_non_ascii_digits_are_refused():
+    with pytest.raises(InvalidInput):
+        track2("\u0664111111111111111", "2512", "101")
