@@ -37,10 +37,21 @@ class CentralConfig:
             return bytes.fromhex(self.ecode_key)
         path = self.data_dir / "ecode.key"
         if not path.exists():
+            # Written aside and linked into place: concurrent first starts all end up with the one
+            # complete key (link fails if another process won the race).
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            draft = self.data_dir / f".ecode.key.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(draft)
         return bytes.fromhex(path.read_text().strip())
 
     @property

@@ -8,14 +8,14 @@ import time
 
 __all__ = ["setup_logging", "ACCESS_LOG_FORMAT"]
 
-ACCESS_LOG_FORMAT = 'remote=%a method=%r status=%s bytes=%b ms=%Tf agent="%{User-Agent}i"'
+ACCESS_LOG_FORMAT = 'remote=%a request="%r" status=%s bytes=%b seconds=%Tf agent="%{User-Agent}i"'
 
 
 class LogfmtFormatter(logging.Formatter):
     converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().replace("\n", " | ")
+        message = record.getMessage().replace("\n", " | ").replace('"', "'")
         line = (f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")}.{int(record.msecs):03d}Z '
                 f'level={record.levelname.lower()} logger={record.name} msg="{message}"')
         if record.exc_info:

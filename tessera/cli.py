@@ -41,6 +41,7 @@ def serve(config: CentralConfig, workers: int = 1) -> None:
     """Migrate once, then serve with ``workers`` processes sharing the port (SO_REUSEPORT)."""
     setup_logging(config.log_level)
     upgrade(config.database_url)
+    config.ecode_pepper()  # create the eCode key (if it is a file) before workers race for it
     log.info("central listening url=http://%s:%s workers=%s", config.host, config.port, workers)
     if workers <= 1:
         web.run_app(create_app(config, migrate=False), host=config.host, port=config.port,
@@ -95,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the demo: central on embedded SQLite with seeded data")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--data-dir", default="var/demo")
-    demo.add_argument("--keep", action="store_true", help="keep the previous demo data instead of starting fresh")
 
     central = sub.add_parser("central", help="the head-office server")
     csub = central.add_subparsers(dest="command", required=True)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         from tessera.demo import run_demo
 
         data_dir = Path(args.data_dir)
-        if not args.keep and data_dir.exists():
+        if data_dir.exists():  # every demo starts from fresh seed data
             shutil.rmtree(data_dir)
         return run_demo(data_dir, args.port)
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("database migrated")
     elif args.command == "create-user":
         password = os.environ.get("TESSERA_PASSWORD") or getpass.getpass("password: ")
+        upgrade(config.database_url)
         asyncio.run(create_user(config, args.username, args.role, password))
         print(f"user {args.username} ({args.role}) created")
     elif args.command == "issue-cards":

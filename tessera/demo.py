@@ -26,7 +26,7 @@ async def seed_demo(config: CentralConfig) -> dict:
     try:
         async with central.db.begin() as conn:
             if (await conn.execute(sa.text("SELECT count(*) FROM programmes"))).scalar():
-                raise SystemExit("demo data exists already: run without --keep to start fresh")
+                raise SystemExit(f"demo data exists already in {config.data_dir}: remove it to start fresh")
             await create_programme(conn, {
                 "code": "GIFT", "name": "Gift Card", "kind": "gift", "currency": "EUR", "number_prefix": "6034",
                 "number_length": 16, "nominal_values": [2500, 5000, 10000], "topup_allowed": False})

@@ -46,7 +46,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine; SQLite gets WAL, full fsync and one serialised writer connection."""
     url = async_url(url)
     if not is_sqlite(url):
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # Sessions in UTC, so date() in reports means the UTC day whatever the server's zone.
+        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                                   connect_args={"options": "-c timezone=UTC"})
     ensure_sqlite_dir(url)
     # One connection: SQLite has a single writer anyway, and queueing in the pool is fairer than
     # spinning on SQLITE_BUSY. BEGIN IMMEDIATE keeps other processes (the CLI) from deadlocking us.

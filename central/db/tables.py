@@ -172,7 +172,7 @@ accounts = sa.Table(
     sa.Column("card_id", sa.ForeignKey("cards.id"), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # stored_value (points etc. come with loyalty)
     sa.Column("currency", sa.String(3), nullable=False),
-    # Cached beside the entries and always equal to their sums (checked by the reconciliation).
+    # Cached beside the entries and always equal to their sums (see the reconciliation report).
     sa.Column("balance", sa.BigInteger, nullable=False, default=0),
     sa.Column("held", sa.BigInteger, nullable=False, default=0),
     sa.UniqueConstraint("card_id", "kind", name="uq_accounts_card_kind"),

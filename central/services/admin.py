@@ -24,6 +24,7 @@ __all__ = ["ROLES", "Staff", "Terminal", "AuthError", "Forbidden", "NotFound", "
 
 ROLES = ("admin", "operator", "auditor")
 _hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not a real password")
 
 
 class AuthError(DomainError):
@@ -103,11 +104,12 @@ class AdminService:
         async with self.db.connect() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
         ok = False
-        if row is not None and row.active:
-            try:
-                ok = await asyncio.to_thread(_hasher.verify, row.password_hash, password)
-            except (VerificationError, InvalidHashError):
-                ok = False
+        # Unknown users cost one argon2 verification too, so timing does not reveal usernames.
+        digest = row.password_hash if row is not None else _DUMMY_HASH
+        try:
+            ok = await asyncio.to_thread(_hasher.verify, digest, password) and row is not None and row.active
+        except (VerificationError, InvalidHashError):
+            ok = False
         if not ok:
             async with self.db.begin() as conn:
                 await audit(conn, username, "login_failed", remote=remote)
@@ -169,6 +171,11 @@ class AdminService:
         if kind == "till" and not store_code:
             raise InvalidInput("a till belongs to a store: give store_code")
         store_id = await self.store_id(conn, store_code) if store_code else None
+        same = await conn.execute(sa.select(terminals.c.id).where(
+            terminals.c.code == code,
+            terminals.c.store_id == store_id if store_id is not None else terminals.c.store_id.is_(None)))
+        if same.first() is not None:  # NULL store ids never collide in the unique index
+            raise InvalidInput(f"terminal {code!r} exists already", code="duplicate")
         token = new_token()
         tid = await _insert(conn, sa.insert(terminals).values(kind=kind, code=code, store_id=store_id,
                                                                token_hash=hash_token(token), active=True)

@@ -17,7 +17,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core import CardEvent, CardState, DeclineCode, EntryKind, InvalidInput, OperationKind, expiry_date, next_state
+from core import (
+    CardEvent,
+    CardState,
+    DeclineCode,
+    EntryKind,
+    IllegalTransition,
+    InvalidInput,
+    OperationKind,
+    expiry_date,
+    next_state,
+)
 from core.authorization import decide_sale
 from core.secrets import hash_ecode
 from core.track import track1, track2
@@ -254,7 +264,7 @@ class IssuingService:
                                  .values(status="authorized", authorized_at=datetime.now(UTC)))
         if res.rowcount == 0:
             current = await self.pack(conn, pack_id)
-            raise InvalidInput(f"pack {pack_id} is {current['status']}, not created", code="illegal_transition")
+            raise IllegalTransition(f"pack {pack_id} is {current['status']}, not created")
         return await self.pack(conn, pack_id)
 
     async def activate_pack(self, pack_id: int, amount: int | None, op_id: uuid.UUID,
@@ -266,11 +276,11 @@ class IssuingService:
             if pack is None:
                 raise NotFound(f"no pack {pack_id}")
             if pack.status not in ("created", "authorized"):
-                raise InvalidInput(f"pack {pack_id} is {pack.status}", code="illegal_transition")
+                raise IllegalTransition(f"pack {pack_id} is {pack.status}")
             ids = (await conn.execute(sa.select(cards.c.id).where(
                 cards.c.pack_id == pack_id, cards.c.state == CardState.IN_PACK.value)
                 .order_by(cards.c.id))).scalars().all()
-            out = Outcome(True, None, 0)
+            out = Outcome(True, None, 0, currency=(await self.ledger.programmes.get(conn, pack.programme_id)).currency)
             for cid in ids:
                 card = await self.ledger.lock_card(conn, card_id=cid)
                 # The pack itself is being sold, so its cards count as released for sale.
@@ -286,8 +296,7 @@ class IssuingService:
                 raise InvalidInput(f"pack {pack_id} has no cards left to activate", code="no_cards")
             await conn.execute(sa.update(packs).where(packs.c.id == pack_id)
                                .values(status="activated", activated_at=now))
-            out.extra.update(pack_id=pack_id, activated=len(ids),
-                             currency=card.programme.currency)
+            out.extra.update(pack_id=pack_id, activated=len(ids), currency=out.currency)
             return out
 
         result, _ = await self.ledger.execute(op_id=op_id, kind=OperationKind.PACK_ACTIVATION,

@@ -116,6 +116,7 @@ class Outcome:
     # Statements that need the operation row to exist first (holds reference it).
     after: list[sa.Executable] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    currency: str | None = None  # for operations spanning many cards (card is None)
 
     @classmethod
     def declined(cls, code: DeclineCode, message: str, card: CardRow | None = None) -> Outcome:
@@ -254,7 +255,7 @@ class Ledger:
             id=op_id, kind=kind.value, fingerprint=digest, approved=outcome.approved,
             decline_code=outcome.code.value if outcome.code else None, channel=origin.channel,
             card_id=card.id if card else None, store_id=origin.store_id, terminal_id=origin.terminal_id,
-            amount=outcome.amount, currency=card.programme.currency if card else None,
+            amount=outcome.amount, currency=card.programme.currency if card else outcome.currency,
             settles=outcome.settles if outcome.approved else None,
             reference=outcome.reference, result=result, device_time=device_time, created_at=now,
         ).returning(operations.c.id))

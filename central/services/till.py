@@ -27,7 +27,7 @@ from core import (
     usable_decline,
 )
 
-from ..db.tables import entries, holds, operations
+from ..db.tables import cards, entries, holds, operations
 from .ledger import CardRow, Ledger, Origin, Outcome, card_declined, mask, unknown_card
 
 __all__ = ["TillRequest", "TillService", "TILL_OPERATIONS"]
@@ -181,25 +181,42 @@ class TillService:
 
     async def _refund(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
         """Refund onto the card paid with, or onto a new card from the store's stock (activating it)."""
-        limit = None
+        orig = None
         if req.original_txn_id is not None:
             orig = await self.ledger.original(conn, req.original_txn_id)
             if orig is None or orig.kind != K.PAYMENT.value or not orig.approved:
                 return Outcome.declined(DeclineCode.ORIGINAL_NOT_FOUND, "no approved payment with that id")
-            await self.ledger.lock_card(conn, card_id=orig.card_id)  # serialises refunds of one payment
+        target_id = (await conn.execute(sa.select(cards.c.id).where(cards.c.number == req.card_number))).scalar()
+        if target_id is None:
+            return unknown_card()
+        # Lock the paid-with card and the refunded card in id order: no deadlock with another refund.
+        ids = sorted({target_id} | ({orig.card_id} if orig is not None else set()))
+        locked = {cid: await self.ledger.lock_card(conn, card_id=cid) for cid in ids}
+        card = locked[target_id]
+        if req.currency is not None and req.currency != card.programme.currency:
+            return card_declined(card, DeclineCode.CURRENCY_MISMATCH, f"card is in {card.programme.currency}")
+        if orig is not None:
+            paid_with = locked[orig.card_id]
+            if card.id != paid_with.id and card.state != CardState.IN_PACK:
+                return card_declined(card, DeclineCode.ORIGINAL_MISMATCH,
+                                     "refund goes onto the card paid with or onto a new card")
+            if card.programme.id != paid_with.programme.id:
+                return card_declined(card, DeclineCode.WRONG_PROGRAMME, "new card is of another programme")
             if await self.ledger.settled(conn, orig.id):
-                return Outcome.declined(DeclineCode.ALREADY_CANCELLED, "that payment was cancelled")
+                return card_declined(card, DeclineCode.ALREADY_CANCELLED, "that payment was cancelled")
             limit = orig.amount - await self._refunded(conn, orig.id)
-        card = await self._card(conn, req)
-        if isinstance(card, Outcome):
-            return card
-        if limit is not None and req.amount > limit:
-            return card_declined(card, DeclineCode.REFUND_EXCEEDS_PAYMENT, f"at most {limit} can be refunded")
+            if req.amount > limit:
+                return card_declined(card, DeclineCode.REFUND_EXCEEDS_PAYMENT, f"at most {limit} can be refunded")
         if card.state == CardState.IN_PACK:
+            # Only the pack and store checks of a sale apply: a refund is not a nominal value.
             decision = decide_sale(card.view(), None, origin.store_id)
             if not decision.approved and decision.code not in (DeclineCode.NOT_A_NOMINAL_VALUE,
                                                                DeclineCode.AMOUNT_OUT_OF_RANGE):
                 return Outcome.from_decision(decision, card)
+            rules = card.programme.values
+            cap = rules.max_balance if rules.max_balance is not None else rules.max_amount
+            if req.amount > cap:
+                return card_declined(card, DeclineCode.MAX_BALANCE_EXCEEDED, f"a new card holds at most {cap}")
             await self._activate(conn, card, now)
         else:
             decision = decide_credit(card.view(), req.amount, now.date())

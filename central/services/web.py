@@ -40,30 +40,30 @@ class WebService:
         self.lockout = timedelta(seconds=lockout_seconds)
 
     async def _verify(self, number: str, ecode: str) -> int:
-        """The card id if the eCode is right; otherwise count the failure (committed) and refuse."""
+        """The card id if the eCode is right; otherwise count the failure and refuse.
+
+        Check and count happen under the card's row lock, so parallel guesses cannot slip past
+        the limit.
+        """
         now = datetime.now(UTC)
-        db = self.till.ledger.db
-        async with db.connect() as conn:
-            row = (await conn.execute(sa.select(cards.c.id, cards.c.ecode_hash, cards.c.ecode_failures,
-                                                cards.c.ecode_locked_until).where(cards.c.number == number))).first()
-        # Unknown card and wrong code answer alike, so the service does not confirm card numbers.
-        if row is None or row.ecode_hash is None:
-            raise EcodeRejected("card number or eCode is wrong")
-        if row.ecode_locked_until is not None and row.ecode_locked_until > now:
-            raise EcodeLocked(f"too many wrong eCodes; try again after {row.ecode_locked_until.isoformat()}")
-        if ecode_matches(self.pepper, number, ecode, row.ecode_hash):
-            if row.ecode_failures:
-                async with db.begin() as conn:
+        async with self.till.ledger.db.begin() as conn:
+            row = (await conn.execute(
+                sa.select(cards.c.id, cards.c.ecode_hash, cards.c.ecode_failures, cards.c.ecode_locked_until)
+                .where(cards.c.number == number).with_for_update())).first()
+            # Unknown card and wrong code answer alike, so the service does not confirm card numbers.
+            if row is None or row.ecode_hash is None:
+                raise EcodeRejected("card number or eCode is wrong")
+            if row.ecode_locked_until is not None and row.ecode_locked_until > now:
+                raise EcodeLocked(f"too many wrong eCodes; try again after {row.ecode_locked_until.isoformat()}")
+            if ecode_matches(self.pepper, number, ecode, row.ecode_hash):
+                if row.ecode_failures:
                     await conn.execute(sa.update(cards).where(cards.c.id == row.id)
                                        .values(ecode_failures=0, ecode_locked_until=None))
-            return row.id
-        async with db.begin() as conn:
-            failures = (await conn.execute(
-                sa.update(cards).where(cards.c.id == row.id).values(ecode_failures=cards.c.ecode_failures + 1)
-                .returning(cards.c.ecode_failures))).scalar_one()
-            if failures >= self.max_failures:
-                await conn.execute(sa.update(cards).where(cards.c.id == row.id)
-                                   .values(ecode_failures=0, ecode_locked_until=now + self.lockout))
+                return row.id
+            failures = row.ecode_failures + 1
+            locked_until = now + self.lockout if failures >= self.max_failures else None
+            await conn.execute(sa.update(cards).where(cards.c.id == row.id).values(
+                ecode_failures=0 if locked_until else failures, ecode_locked_until=locked_until))
         raise EcodeRejected("card number or eCode is wrong")
 
     async def balance(self, number: str, ecode: str) -> dict[str, Any]:

@@ -138,7 +138,7 @@ async def test_packs_by_range_and_errors(world: World):
     assert replay == activated
     assert (await world.till("balance", card_number=spare[2]))["balance"] == 10000
     twice = await world.admin("POST", f"/api/v1/admin/packs/{pack['id']}/activate",
-                              {"request_id": txn(), "amount": 10000}, expect=422)
+                              {"request_id": txn(), "amount": 10000}, expect=409)
     assert twice["error"]["code"] == "illegal_transition"
     await world.ledger_consistent()
 

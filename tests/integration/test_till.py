@@ -197,3 +197,17 @@ async def test_expired_card_is_declined(world: World):
     moved = await world.central.cards.expire_cards()
     assert moved == 1
     assert (await world.till("balance", card_number=number))["state"] == "expired"
+
+
+async def test_refund_naming_a_payment_goes_to_its_card_or_a_new_card_of_its_programme(world: World):
+    paid_with = await world.sell("GIFT", 5000)
+    other = await world.sell("GIFT", 2500)
+    pay = await world.till("payment", card_number=paid_with, amount=4000)
+    elsewhere = await world.till("refund", card_number=other, amount=100, original_txn_id=pay["txn_id"])
+    assert elsewhere["decline_code"] == "original_mismatch"
+    flex = await world.till("refund", card_number=world.stock["FLEX"][0], amount=100, original_txn_id=pay["txn_id"])
+    assert flex["decline_code"] == "wrong_programme"
+    huge = await world.till("refund", card_number=world.stock["FLEX"][1], amount=200000)
+    assert huge["decline_code"] == "max_balance_exceeded"
+    assert (await world.till("balance", card_number=world.stock["FLEX"][1]))["state"] == "in_pack"
+    await world.ledger_consistent()

@@ -92,3 +92,14 @@ async def test_bulk_load_rejects_bad_files_whole(world: World):
                                    headers={**world.staff, "Content-Type": "text/csv"})
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_csv"
     assert await world.count("bulk_loads") == 0
+
+
+async def test_parallel_wrong_ecodes_cannot_pass_the_limit(world: World):
+    import asyncio
+
+    number = await world.sell("GIFT", 5000)
+    statuses = await asyncio.gather(*(
+        world.client.post("/api/v1/web/balance", json={"card_number": number, "ecode": "WRONG000"},
+                          headers=world.web) for _ in range(20)))
+    codes = sorted(r.status for r in statuses)
+    assert codes.count(403) == 5 and codes.count(423) == 15
