@@ -79,6 +79,15 @@ async def issue_cards(config: CentralConfig, programme: str, quantity: int, trac
         await central.close()
 
 
+async def resume_issue(config: CentralConfig, issue_id: int) -> dict:
+    central = Central.open(config)
+    try:
+        await central.issuing.claim_for_resume(issue_id)
+        return await central.issuing.run_issue(issue_id, _progress)
+    finally:
+        await central.close()
+
+
 async def create_user(config: CentralConfig, username: str, role: str, password: str) -> None:
     central = Central.open(config)
     try:
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantity", type=int, required=True)
     p.add_argument("--track-expiry", help="YYMM on the stripe")
 
+    p = common(csub.add_parser("resume-issue", help="resume an issue whose run failed or stopped"))
+    p.add_argument("--issue", type=int, required=True)
+
     args = parser.parse_args(argv)
     if args.area == "demo":
         from tessera.demo import run_demo
@@ -140,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(config.database_url)
         asyncio.run(create_user(config, args.username, args.role, password))
         print(f"user {args.username} ({args.role}) created")
-    elif args.command == "issue-cards":
+    elif args.command in ("issue-cards", "resume-issue"):
         setup_logging(config.log_level)
         upgrade(config.database_url)
-        result = asyncio.run(issue_cards(config, args.programme, args.quantity, args.track_expiry))
+        if args.command == "issue-cards":
+            result = asyncio.run(issue_cards(config, args.programme, args.quantity, args.track_expiry))
+        else:
+            result = asyncio.run(resume_issue(config, args.issue))
         print(f"issue {result['id']}: {result['generated']:,} cards {result['first_number']}..{result['last_number']}"
               f" in {result['seconds']} s; production file: {config.production_dir / ('issue-%d.csv' % result['id'])}")
     return 0

@@ -103,7 +103,7 @@ class World:
         return number
 
     async def ledger_consistent(self) -> None:
-        """Invariant: every cached balance and held amount equals the sum of its account's entries."""
+        """Invariants: balances equal entry sums, held amounts equal entry sums and open holds."""
         async with self.central.db.connect() as conn:
             bad = (await conn.execute(sa.text(
                 "SELECT a.id, a.balance, a.held, COALESCE(SUM(e.amount), 0), COALESCE(SUM(e.held_delta), 0) "
@@ -111,6 +111,8 @@ class World:
                 "HAVING a.balance <> COALESCE(SUM(e.amount), 0) OR a.held <> COALESCE(SUM(e.held_delta), 0)"
             ))).all()
         assert bad == [], f"accounts whose cached balance differs from their entries: {bad}"
+        report = await self.admin("GET", "/api/v1/admin/reports/reconciliation")
+        assert report["ok"] and report["mismatches"] == [], report
 
     async def count(self, table: str, where: str = "1=1") -> int:
         async with self.central.db.connect() as conn:

@@ -128,6 +128,7 @@ card_issues = sa.Table(
     sa.Column("track_expiry", sa.String(4), nullable=False),  # YYMM printed on the stripe
     sa.Column("production_file", sa.String(400)),
     sa.Column("error", sa.Text),
+    sa.Column("heartbeat_at", UTCDateTime),  # last chunk committed; a stale one means the run died
     sa.Column("requested_by", sa.String(64), nullable=False),
     _created(),
     sa.Column("completed_at", UTCDateTime),

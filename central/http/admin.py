@@ -13,7 +13,7 @@ from ..db.tables import counterparties, stores, terminals
 from ..keys import BACKGROUND
 from ..services import CardQuery, NotFound, Origin, TransactionQuery, create_programme, list_programmes
 from ..services.programmes import programme_dict
-from ..services.reports import liability_csv, turnover_csv
+from ..services.reports import liability_csv, reconciliation, turnover_csv
 from . import schemas as s
 from .routing import CSV, BadRequest, Call, route
 
@@ -143,11 +143,25 @@ async def issue_create(call: Call):
     async with central.db.begin() as conn:
         issue_id = await central.issuing.start_issue(conn, b.programme, b.quantity, call.staff.username,
                                                      b.track_expiry)
-    task = asyncio.create_task(central.issuing.run_issue(issue_id), name=f"issue-{issue_id}")
+    _background(call, central.issuing.run_issue(issue_id), f"issue-{issue_id}")
+    return web.json_response(await central.issuing.get_issue(issue_id), status=202)
+
+
+@route("POST", "/api/v1/admin/issues/{issue_id:\\d+}/resume",
+       summary="Resume an issue whose run failed or stopped (e.g. a restart)", tag="issuing", auth="staff",
+       roles=OPERATE, responses={202: "accepted; poll the issue for progress"})
+async def issue_resume(call: Call):
+    issue_id = int(call.request.match_info["issue_id"])
+    await call.central.issuing.claim_for_resume(issue_id)
+    _background(call, call.central.issuing.run_issue(issue_id), f"issue-{issue_id}")
+    return web.json_response(await call.central.issuing.get_issue(issue_id), status=202)
+
+
+def _background(call: Call, work, name: str) -> None:
+    task = asyncio.create_task(work, name=name)
     tasks = call.request.app[BACKGROUND]
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-    return web.json_response(await central.issuing.get_issue(issue_id), status=202)
 
 
 @route("GET", "/api/v1/admin/issues", summary="List issues with their progress", tag="issuing", auth="staff",
@@ -308,6 +322,13 @@ async def report_turnover(call: Call):
        tag="reports", auth="staff", roles=READ, produces=CSV)
 async def report_liability(call: Call):
     return web.Response(text=await liability_csv(call.central.db), content_type="text/csv")
+
+
+@route("GET", "/api/v1/admin/reports/reconciliation",
+       summary="Check that every balance equals its entries and every held amount its open holds",
+       tag="reports", auth="staff", roles=READ)
+async def report_reconciliation(call: Call):
+    return await reconciliation(call.central.db)
 
 
 @route("GET", "/api/v1/admin/audit", summary="The audit log of admin actions", tag="reports", auth="staff",

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,17 @@ def _ecodes(count: int, length: int = 10) -> list[str]:
     return ["".join(table[b & 31] for b in raw[i:i + length]) for i in range(0, len(raw), length)]
 
 
+def _keep_committed_rows(path: Path, rows: int) -> None:
+    """Cut the production file to its header and the first ``rows`` cards (those committed)."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        for _ in range(rows + 1 if rows else 0):
+            if not f.readline():
+                raise RuntimeError(f"{path} holds fewer cards than were committed")
+        f.truncate(f.tell())
+
+
 def _track_name(name: str) -> str:
     cleaned = "".join(ch for ch in name.upper() if ch.isalnum() or ch in " ./-")[:26].strip()
     return cleaned if len(cleaned) >= 2 else "GIFT CARD"
@@ -66,6 +77,7 @@ class IssuingService:
         self.ledger = ledger
         self.production_dir = production_dir
         self.pepper = pepper
+        self.chunk = CHUNK
 
     # -- issues ----------------------------------------------------------------------------------
 
@@ -85,8 +97,8 @@ class IssuingService:
             .values(next_serial=programmes.c.next_serial + quantity).returning(programmes.c.next_serial)
         )).scalar_one()
         if new_next > programme.template.capacity:
-            raise InvalidInput(f"programme {programme.code} has only {programme.template.capacity - new_next + quantity}"
-                               " numbers left", code="numbers_exhausted")
+            left = programme.template.capacity - new_next + quantity
+            raise InvalidInput(f"programme {programme.code} has only {left} numbers left", code="numbers_exhausted")
         return (await conn.execute(sa.insert(card_issues).values(
             programme_id=programme.id, quantity=quantity, first_serial=new_next - quantity, generated=0,
             status="running", track_expiry=track_expiry, requested_by=requested_by,
@@ -109,6 +121,7 @@ class IssuingService:
         self.production_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         done = issue.generated
+        _keep_committed_rows(path, done)  # a resumed run drops rows whose cards never committed
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "a", newline="") as fh:
@@ -116,7 +129,7 @@ class IssuingService:
                 if done == 0:
                     writer.writerow(["card_number", "track1", "track2", "barcode", "ecode", "expiry"])
                 while done < issue.quantity:
-                    n = min(CHUNK, issue.quantity - done)
+                    n = min(self.chunk, issue.quantity - done)
                     first = issue.first_serial + done
                     numbers = [programme.template.number(s) for s in range(first, first + n)]
                     codes = _ecodes(n)
@@ -133,7 +146,8 @@ class IssuingService:
                         await self._insert_cards(conn, rows)
                         done += n
                         await conn.execute(sa.update(card_issues).where(card_issues.c.id == issue_id)
-                                           .values(generated=done, production_file=str(path)))
+                                           .values(generated=done, production_file=str(path),
+                                                   heartbeat_at=datetime.now(UTC)))
                     if progress:
                         progress(done, issue.quantity)
         except Exception as exc:
@@ -148,6 +162,20 @@ class IssuingService:
         seconds = time.monotonic() - started
         log.info("issue completed issue=%s cards=%s seconds=%.1f", issue_id, done, seconds)
         return {**await self.get_issue(issue_id), "seconds": round(seconds, 2)}
+
+    async def claim_for_resume(self, issue_id: int, stale_after: float = 120.0) -> None:
+        """Take over an issue whose run failed or died (no progress for ``stale_after`` seconds)."""
+        now = datetime.now(UTC)
+        c = card_issues.c
+        async with self.db.begin() as conn:
+            claimed = await conn.execute(sa.update(card_issues).where(
+                c.id == issue_id,
+                sa.or_(c.status == "failed", sa.and_(c.status == "running", sa.or_(
+                    c.heartbeat_at.is_(None), c.heartbeat_at < now - timedelta(seconds=stale_after)))),
+            ).values(status="running", error=None, heartbeat_at=now))
+        if claimed.rowcount != 1:
+            issue = await self.get_issue(issue_id)
+            raise IllegalTransition(f"issue {issue_id} is {issue['status']} and not stalled; nothing to resume")
 
     async def _insert_cards(self, conn: AsyncConnection, rows: list[tuple]) -> None:
         if self.db.sqlite:

@@ -14,8 +14,9 @@ from ..support import World, txn
 async def test_login_roles_and_audit(world: World):
     bad = await world.client.post("/api/v1/auth/login", json={"username": "root", "password": "nope"})
     assert bad.status == 401 and (await bad.json())["error"]["code"] == "unauthorized"
-    await world.admin("POST", "/api/v1/admin/users", {"username": "ann", "password": "auditor-pass", "role": "auditor"})
-    await world.admin("POST", "/api/v1/admin/users", {"username": "ola", "password": "operator-pass", "role": "operator"})
+    for username, role in (("ann", "auditor"), ("ola", "operator")):
+        await world.admin("POST", "/api/v1/admin/users", {"username": username, "password": f"{role}-pass",
+                                                          "role": role})
     auditor = await world.login("ann", "auditor-pass")
     operator = await world.login("ola", "operator-pass")
     number = await world.sell("GIFT", 5000)

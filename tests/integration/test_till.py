@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
+
+from central.db.tables import cards
 
 from ..support import World, txn
 
@@ -184,10 +187,6 @@ async def test_blocked_card_is_declined_then_unblocked(world: World):
 
 
 async def test_expired_card_is_declined(world: World):
-    import sqlalchemy as sa
-
-    from central.db.tables import cards
-
     number = await world.sell("GIFT", 5000)
     async with world.central.db.begin() as conn:
         await conn.execute(sa.update(cards).where(cards.c.number == number).values(

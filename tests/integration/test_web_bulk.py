@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ..support import World, txn
 
 
@@ -95,8 +97,6 @@ async def test_bulk_load_rejects_bad_files_whole(world: World):
 
 
 async def test_parallel_wrong_ecodes_cannot_pass_the_limit(world: World):
-    import asyncio
-
     number = await world.sell("GIFT", 5000)
     statuses = await asyncio.gather(*(
         world.client.post("/api/v1/web/balance", json={"card_number": number, "ecode": "WRONG000"},

@@ -4,10 +4,8 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-22 13:27:18.232258
 """
-from alembic import op
 import sqlalchemy as sa
-
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -128,6 +126,7 @@ def upgrade() -> None:
     sa.Column('track_expiry', sa.String(length=4), nullable=False),
     sa.Column('production_file', sa.String(length=400), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('requested_by', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
