@@ -15,9 +15,12 @@ class LogfmtFormatter(logging.Formatter):
     converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
+        head = (f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")}.{int(record.msecs):03d}Z '
+                f'level={record.levelname.lower()} logger={record.name}')
+        if record.name == "aiohttp.access":  # already key=value pairs (ACCESS_LOG_FORMAT)
+            return f"{head} {record.getMessage()}"
         message = record.getMessage().replace("\n", " | ").replace('"', "'")
-        line = (f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")}.{int(record.msecs):03d}Z '
-                f'level={record.levelname.lower()} logger={record.name} msg="{message}"')
+        line = f'{head} msg="{message}"'
         if record.exc_info:
             line += ' exc="' + self.formatException(record.exc_info).replace("\n", " | ").replace('"', "'") + '"'
         return line

@@ -1,0 +1,177 @@
+"""Whole processes: the CLI, the server with several workers, and the demo of the README."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+CLI = [sys.executable, "-m", "tessera.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+async def wait_healthy(base: str, proc: subprocess.Popen, seconds: float = 30) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(seconds * 10)):
+            assert proc.poll() is None, "server exited early"
+            try:
+                async with session.get(f"{base}/health") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base, self.headers = session, base, {}
+
+    async def call(self, method: str, path: str, body=None, headers=None, expect: int = 200):
+        async with self.session.request(method, self.base + path, json=body,
+                                        headers=headers if headers is not None else self.headers) as resp:
+            data = await resp.json()
+            assert resp.status == expect, (resp.status, data)
+            return data
+
+
+async def seed_over_http(api: Api, env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Log in, create a programme, store and till, issue cards by CLI, pack and release them."""
+    token = (await api.call("POST", "/api/v1/auth/login", {"username": "boss", "password": env["TESSERA_PASSWORD"]}))
+    api.headers = {"Authorization": f"Bearer {token['token']}"}
+    await api.call("POST", "/api/v1/admin/programmes", {
+        "code": "GIFT", "name": "Gift", "currency": "EUR", "number_prefix": "6034", "number_length": 16,
+        "min_amount": 100, "max_amount": 100000})
+    await api.call("POST", "/api/v1/admin/stores", {"code": "S1", "name": "Store"})
+    till = await api.call("POST", "/api/v1/admin/terminals", {"kind": "till", "code": "T1", "store_code": "S1"})
+    # Issued by another process while the server runs: both write the same database.
+    out = run_cli("central", "issue-cards", "--programme", "GIFT", "--quantity", "50", env=env)
+    first, last = re.search(r"cards (\d+)\.\.(\d+)", out).groups()
+    pack = await api.call("POST", "/api/v1/admin/packs", {"first_number": first, "last_number": last,
+                                                           "store_code": "S1"})
+    await api.call("POST", f"/api/v1/admin/packs/{pack['id']}/authorize")
+    cards = await api.call("GET", "/api/v1/admin/cards?programme=GIFT&limit=50")
+    return {"Authorization": f"Bearer {till['token']}"}, [c["number"] for c in cards]
+
+
+def server_env(tmp_path: Path, url: str) -> dict[str, str]:
+    return {**os.environ, "TESSERA_DATABASE_URL": url, "TESSERA_DATA_DIR": str(tmp_path / "data"),
+            "TESSERA_PASSWORD": "e2e-password-1"}
+
+
+async def test_cli_and_server_on_sqlite(tmp_path: Path):
+    env = server_env(tmp_path, f"sqlite:///{tmp_path}/central.db")
+    run_cli("central", "create-user", "--username", "boss", "--role", "admin", env=env)
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "central", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(base, proc)
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, base)
+            till, cards = await seed_over_http(api, env)
+            sale = await api.call("POST", "/api/v1/till/sale", {"txn_id": str(uuid.uuid4()), "card_number": cards[0],
+                                                                "amount": 5000}, headers=till)
+            assert sale["approved"] and sale["balance"] == 5000
+            pay = await api.call("POST", "/api/v1/till/payment", {"txn_id": str(uuid.uuid4()),
+                                                                  "card_number": cards[0], "amount": 1500}, headers=till)
+            assert pay["balance"] == 3500
+    finally:
+        assert stop(proc) == 0
+    logs = proc.stdout.read()
+    assert "level=info logger=tessera.central" in logs and 'request="POST /api/v1/till/payment' in logs
+    assert cards[0] not in logs  # full card numbers never reach the logs
+
+
+@pytest.mark.postgres
+async def test_two_workers_on_postgres_never_overdraw(tmp_path: Path, pg_only_url: str):
+    env = server_env(tmp_path, pg_only_url)
+    run_cli("central", "create-user", "--username", "boss", "--role", "admin", env=env)
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "central", "serve", "--port", str(port), "--workers", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(base, proc)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, force_close=True)) as session:
+            api = Api(session, base)
+            till, cards = await seed_over_http(api, env)
+            await api.call("POST", "/api/v1/till/sale", {"txn_id": str(uuid.uuid4()), "card_number": cards[0],
+                                                         "amount": 10000}, headers=till)
+            results = await asyncio.gather(*(api.call("POST", "/api/v1/till/payment", {
+                "txn_id": str(uuid.uuid4()), "card_number": cards[0], "amount": 70}, headers=till)
+                for _ in range(200)))
+            assert sum(r["approved"] for r in results) == 142  # 142 * 70 = 9940 <= 10000 < 143 * 70
+            balance = await api.call("POST", "/api/v1/till/balance", {"card_number": cards[0]}, headers=till)
+            assert balance["balance"] == 60
+            report = await api.call("GET", "/api/v1/admin/reports/reconciliation")
+            assert report["ok"]
+    finally:
+        stop(proc)
+
+
+async def test_demo_prints_commands_that_work(tmp_path: Path):
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl+C" in line:
+                break
+        await wait_healthy(f"http://127.0.0.1:{port}", proc)
+        text = "".join(lines).replace("\\\n", " ")
+        commands = [shlex.split(c.strip()) for c in text.splitlines() if c.strip().startswith("curl ")]
+        assert len(commands) == 5
+        outputs = []
+        for argv in commands:
+            headers, data = {}, None
+            for flag, value in zip(argv, argv[1:]):
+                if flag == "-H":
+                    key, _, val = value.partition(": ")
+                    headers[key] = val
+                if flag == "-d":
+                    data = value
+            url = next(a for a in argv if a.startswith("http"))
+            async with aiohttp.ClientSession() as session:
+                async with session.post(url, data=data, headers=headers) as resp:
+                    assert resp.status == 200, await resp.text()
+                    outputs.append(await resp.json())
+        sale, payment, balance, web, login = outputs
+        assert sale["approved"] and payment["approved"] and balance["balance"] == 3750
+        assert web["balance"] == 3750 and login["role"] == "admin"
+    finally:
+        stop(proc)
