@@ -19,8 +19,9 @@ from central.app import create_app
 from central.config import CentralConfig, load_config
 from central.context import Central
 from central.db import upgrade
-from central.logs import ACCESS_LOG_FORMAT, setup_logging
+from central.logs import AccessLogger, setup_logging
 from central.services import audit
+from core import DomainError
 
 log = logging.getLogger("tessera.cli")
 
@@ -34,7 +35,7 @@ def _config(args: argparse.Namespace) -> CentralConfig:
 def _serve_worker(config: CentralConfig) -> None:
     setup_logging(config.log_level)
     web.run_app(create_app(config, migrate=False), host=config.host, port=config.port, reuse_port=True,
-                access_log_format=ACCESS_LOG_FORMAT, print=None, handle_signals=True)
+                access_log_class=AccessLogger, print=None, handle_signals=True)
 
 
 def serve(config: CentralConfig, workers: int = 1) -> None:
@@ -45,7 +46,7 @@ def serve(config: CentralConfig, workers: int = 1) -> None:
     log.info("central listening url=http://%s:%s workers=%s", config.host, config.port, workers)
     if workers <= 1:
         web.run_app(create_app(config, migrate=False), host=config.host, port=config.port,
-                    access_log_format=ACCESS_LOG_FORMAT, print=None)
+                    access_log_class=AccessLogger, print=None)
         return
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_serve_worker, args=(config,), name=f"central-{i}") for i in range(workers)]
@@ -164,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> int:
+    """Console entry point: domain errors end in one line and exit status 2, not a traceback."""
+    try:
+        return main()
+    except DomainError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
 

@@ -158,10 +158,17 @@ async def issue_resume(call: Call):
 
 
 def _background(call: Call, work, name: str) -> None:
+    """Run long work after answering; its failure is recorded by the work itself and logged here."""
     task = asyncio.create_task(work, name=name)
     tasks = call.request.app[BACKGROUND]
     tasks.add(task)
-    task.add_done_callback(tasks.discard)
+
+    def done(t: asyncio.Task) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("background work failed task=%s error=%s", t.get_name(), t.exception())
+
+    task.add_done_callback(done)
 
 
 @route("GET", "/api/v1/admin/issues", summary="List issues with their progress", tag="issuing", auth="staff",

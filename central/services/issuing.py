@@ -101,7 +101,7 @@ class IssuingService:
             raise InvalidInput(f"programme {programme.code} has only {left} numbers left", code="numbers_exhausted")
         return (await conn.execute(sa.insert(card_issues).values(
             programme_id=programme.id, quantity=quantity, first_serial=new_next - quantity, generated=0,
-            status="running", track_expiry=track_expiry, requested_by=requested_by,
+            status="running", track_expiry=track_expiry, requested_by=requested_by, heartbeat_at=datetime.now(UTC),
             created_at=datetime.now(UTC)).returning(card_issues.c.id))).scalar_one()
 
     def production_path(self, issue_id: int) -> Path:
@@ -158,7 +158,7 @@ class IssuingService:
             raise
         async with self.db.begin() as conn:
             await conn.execute(sa.update(card_issues).where(card_issues.c.id == issue_id)
-                               .values(status="completed", completed_at=datetime.now(UTC)))
+                               .values(status="completed", error=None, completed_at=datetime.now(UTC)))
         seconds = time.monotonic() - started
         log.info("issue completed issue=%s cards=%s seconds=%.1f", issue_id, done, seconds)
         return {**await self.get_issue(issue_id), "seconds": round(seconds, 2)}
@@ -167,6 +167,10 @@ class IssuingService:
         """Take over an issue whose run failed or died (no progress for ``stale_after`` seconds)."""
         now = datetime.now(UTC)
         c = card_issues.c
+        issue = await self.get_issue(issue_id)
+        if issue["generated"] and not self.production_path(issue_id).exists():
+            # The committed cards' eCodes exist nowhere else: resuming would make a file without them.
+            raise IllegalTransition(f"issue {issue_id} lost its production file; its cards cannot be resumed")
         async with self.db.begin() as conn:
             claimed = await conn.execute(sa.update(card_issues).where(
                 c.id == issue_id,

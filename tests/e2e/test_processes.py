@@ -105,14 +105,19 @@ async def test_cli_and_server_on_sqlite(tmp_path: Path):
             sale = await api.call("POST", "/api/v1/till/sale", {"txn_id": str(uuid.uuid4()), "card_number": cards[0],
                                                                 "amount": 5000}, headers=till)
             assert sale["approved"] and sale["balance"] == 5000
-            pay = await api.call("POST", "/api/v1/till/payment", {"txn_id": str(uuid.uuid4()),
-                                                                  "card_number": cards[0], "amount": 1500}, headers=till)
+            pay = await api.call("POST", "/api/v1/till/payment",
+                                 {"txn_id": str(uuid.uuid4()), "card_number": cards[0], "amount": 1500}, headers=till)
             assert pay["balance"] == 3500
+            detail = await api.call("GET", f"/api/v1/admin/cards/{cards[0]}", headers={
+                **api.headers, "User-Agent": 'evil" level=error x="'})
+            assert detail["balance"] == 3500
     finally:
         assert stop(proc) == 0
     logs = proc.stdout.read()
     assert "level=info logger=tessera.central" in logs and 'request="POST /api/v1/till/payment' in logs
-    assert cards[0] not in logs  # full card numbers never reach the logs
+    assert cards[0] not in logs  # full card numbers never reach the logs, not even in paths
+    assert 'agent="evil\\" level=error x=\\""' in logs  # client text cannot forge a log line
+    assert all(line.startswith("ts=") for line in logs.splitlines() if line)
 
 
 @pytest.mark.postgres
@@ -175,3 +180,12 @@ async def test_demo_prints_commands_that_work(tmp_path: Path):
         assert web["balance"] == 3750 and login["role"] == "admin"
     finally:
         stop(proc)
+
+
+def test_cli_reports_domain_errors_in_one_line(tmp_path: Path):
+    env = server_env(tmp_path, f"sqlite:///{tmp_path}/central.db")
+    done = subprocess.run([*CLI, "central", "issue-cards", "--programme", "NOPE", "--quantity", "5"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: unknown_programme: unknown programme 'NOPE'"
+    assert "Traceback" not in done.stderr

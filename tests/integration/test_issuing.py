@@ -52,3 +52,26 @@ async def test_failed_issue_resumes_and_production_file_matches_the_cards(world:
     assert all(stored[r["card_number"]] == hash_ecode(pepper, r["card_number"], r["ecode"]) for r in rows)
     again = await world.admin("POST", f"/api/v1/admin/issues/{issue_id}/resume", expect=409)
     assert again["error"]["code"] == "illegal_transition"
+
+
+async def test_a_running_issue_cannot_be_resumed_twice(world: World):
+    async with world.central.db.begin() as conn:
+        issue_id = await world.central.issuing.start_issue(conn, "GIFT", 10, "tests")
+    refused = await world.admin("POST", f"/api/v1/admin/issues/{issue_id}/resume", expect=409)
+    assert refused["error"]["code"] == "illegal_transition"
+
+
+async def test_an_issue_that_lost_its_production_file_is_not_resumed(world: World):
+    issuing = world.central.issuing
+    issuing.chunk = 10
+    async with world.central.db.begin() as conn:
+        issue_id = await issuing.start_issue(conn, "GIFT", 30, "tests")
+
+    def fail(done, total):
+        raise Boom
+
+    with pytest.raises(Boom):
+        await issuing.run_issue(issue_id, fail)
+    issuing.production_path(issue_id).unlink()
+    refused = await world.admin("POST", f"/api/v1/admin/issues/{issue_id}/resume", expect=409)
+    assert "production file" in refused["error"]["message"]
