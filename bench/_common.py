@@ -32,20 +32,37 @@ def throwaway_db(prefix: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def code_version() -> str:
+    """Where the central package is imported from, its commit and whether it has local changes."""
+    import subprocess
+
+    import central
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(central.__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "central", "core", "tessera"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{root} (not a git checkout)"
+    return f"{root} at {commit}" + (" + uncommitted changes to central/core/tessera" if dirty else "")
+
+
 def pg_settings() -> dict[str, str]:
     names = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_connections")
     with psycopg.connect(PG_ADMIN_URL) as conn:
         return {n: conn.execute(f"SHOW {n}").fetchone()[0] for n in names}
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of one process (0 if it is gone)."""
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process ((0, 0) if it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0, 0.0
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def children(pid: int) -> list[int]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -45,11 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     children,
     cmdline,
+    code_version,
     db_url,
     machine_cpu,
     pg_settings,
     postgres_backends,
-    proc_cpu_seconds,
+    proc_cpu,
     throwaway_db,
 )
 
@@ -141,7 +144,7 @@ async def seed(config: CentralConfig, n_cards: int) -> dict:
         assert len(numbers) == n_cards == issue["generated"], (len(numbers), n_cards, issue)
 
         # Packs of at most MAX_PACK (and a few of them, so activation runs on several connections).
-        size = min(MAX_PACK, max(1000, -(-n_cards // 4)))
+        size = min(MAX_PACK, max(1000, -(-n_cards // 8)))
         t0 = time.monotonic()
         pack_ids = []
         for i in range(0, n_cards, size):
@@ -153,16 +156,34 @@ async def seed(config: CentralConfig, n_cards: int) -> dict:
                 pack_ids.append(pack["id"])
         timings["pack"] = time.monotonic() - t0
         t0 = time.monotonic()
-        origin = Origin("admin", actor="bench")
-        results = await asyncio.gather(*(central.issuing.activate_pack(pid, START_VALUE, uuid.uuid4(), origin)
-                                         for pid in pack_ids))
-        activated = sum(r.get("activated", 0) for r in results)
+        # Activation is CPU-bound Python: one process per CPU, each activating its share of the packs.
+        procs = max(1, min(len(pack_ids), os.cpu_count() or 1))
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+            activated = sum(pool.map(_activate_packs, [config] * procs,
+                                     [pack_ids[i::procs] for i in range(procs)]))
         if activated != n_cards:
-            raise SystemExit(f"activated {activated} of {n_cards} cards: {results}")
+            raise SystemExit(f"activated {activated} of {n_cards} cards")
         timings["activate"] = time.monotonic() - t0
         return {"token": till["token"], "numbers": list(numbers), "timings": timings}
     finally:
         await central.close()
+
+
+def _activate_packs(config: CentralConfig, pack_ids: list[int]) -> int:
+    """Activate packs with the starting value (in a pool process); returns how many cards."""
+
+    async def run() -> int:
+        central = Central.open(config)
+        try:
+            origin = Origin("admin", actor="bench")
+            results = await asyncio.gather(*(central.issuing.activate_pack(pid, START_VALUE, uuid.uuid4(), origin)
+                                             for pid in pack_ids))
+            return sum(r.get("activated", 0) for r in results)
+        finally:
+            await central.close()
+
+    return asyncio.run(run())
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -338,9 +359,16 @@ def start_profilers(server: Server, out_dir: Path, delay: float, seconds: float)
     return procs
 
 
-def profile_report(out_dir: Path, top: int = 25) -> None:
-    """Self and inclusive share of samples per function, over all workers' raw stacks."""
+def _package(frame: str) -> str:
+    """'func (pkg/module.py:12)' -> 'pkg' (or the module for the standard library)."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    return where.split("/", 1)[0] if "/" in where else where.split(":", 1)[0]
+
+
+def profile_report(out_dir: Path, top: int = 20) -> None:
+    """Self time per package and per function, and inclusive time per function, over all workers."""
     own: Counter = Counter()
+    packages: Counter = Counter()
     inclusive: Counter = Counter()
     total = 0
     for path in sorted(out_dir.glob("worker-*.txt")):
@@ -348,25 +376,31 @@ def profile_report(out_dir: Path, top: int = 25) -> None:
             stack, _, n = line.rpartition(" ")
             if not n.isdigit():
                 continue
-            n = int(n)
-            frames = stack.split(";")[1:]  # the first frame names the process / thread
+            frames = stack.split(";")[1:]  # the first frame is the process's entry point
             if not frames:
                 continue
+            n = int(n)
             total += n
             own[frames[-1]] += n
+            packages[_package(frames[-1])] += n
             for f in set(frames):
                 inclusive[f] += n
     if not total:
         print("  (no py-spy samples)")
         return
-    print(f"\n  py-spy: {total:,} samples of the workers (stacks in {out_dir})")
+    print(f"\n  py-spy: {total:,} samples of the workers (raw stacks in {out_dir}). These are wall-clock samples"
+          " of running threads: on an oversubscribed machine a thread preempted right after waking PostgreSQL"
+          " (libpq send) counts too, so compare with the CPU figures above.")
+    print("  self time by package:")
+    for p, n in packages.most_common(8):
+        print(f"    {100 * n / total:5.1f} %  {p}")
     print("  top self time:")
     for f, n in own.most_common(top):
         print(f"    {100 * n / total:5.1f} %  {f}")
-    print("  top inclusive time (excluding the event loop's own frames):")
+    print("  top inclusive time (below the event loop):")
     shown = 0
     for f, n in inclusive.most_common():
-        if n / total > 0.97:
+        if _package(f) in ("multiprocessing", "asyncio", "<string>") or "run_app" in f or "_serve_worker" in f:
             continue
         print(f"    {100 * n / total:5.1f} %  {f}")
         shown += 1
@@ -414,7 +448,8 @@ def main() -> int:
           f" -j 2 -T {args.pgbench_seconds} server log level={args.log_level} seed={args.seed}")
     print(f"  machine: {os.cpu_count()} CPUs; PostgreSQL {settings['server_version']} fsync={settings['fsync']}"
           f" synchronous_commit={settings['synchronous_commit']} shared_buffers={settings['shared_buffers']}"
-          f" max_connections={settings['max_connections']}; Python {sys.version.split()[0]}", flush=True)
+          f" max_connections={settings['max_connections']}; Python {sys.version.split()[0]}")
+    print(f"  code: {code_version()}", flush=True)
 
     baseline = None
     if not args.skip_pgbench:
@@ -443,8 +478,9 @@ def main() -> int:
                   f" {args.warmup:g} s warm-up + {args.seconds:g} s ...", flush=True)
             server = start_server(url, data_dir, args.workers, args.log_level)
             server_pids = server.pids()
-            backends0 = {p: proc_cpu_seconds(p) for p in postgres_backends(dbname)}
-            server0 = {p: proc_cpu_seconds(p) for p in server_pids}
+            worker_pids = server.worker_pids()
+            backends0 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
+            server0 = {p: proc_cpu(p) for p in server_pids}
             self0 = resource.getrusage(resource.RUSAGE_SELF)
             profilers = (start_profilers(server, Path(args.profile), args.warmup, args.seconds)
                          if args.profile else [])
@@ -454,8 +490,8 @@ def main() -> int:
                 args.warmup, args.seconds, args.seed))
             mach1 = machine_cpu()
             self1 = resource.getrusage(resource.RUSAGE_SELF)
-            server1 = {p: proc_cpu_seconds(p) for p in server.pids()}
-            backends1 = {p: proc_cpu_seconds(p) for p in postgres_backends(dbname)}
+            server1 = {p: proc_cpu(p) for p in server.pids()}
+            backends1 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
             wall = time.perf_counter() - (t_measure - args.warmup)
             for prof in profilers:
                 if isinstance(prof, subprocess.Popen):
@@ -510,16 +546,30 @@ def main() -> int:
         print(f"  payments/s / pgbench tps:             {payments_ps / baseline['tps']:10.3f}")
         print(f"  all till requests/s / pgbench tps:    {all_ps / baseline['tps']:10.3f}")
 
-    cpu_client = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
-    cpu_server = sum(v - server0.get(p, 0.0) for p, v in server1.items())
-    cpu_pg = sum(v - backends0.get(p, 0.0) for p, v in backends1.items())
+    def split(after: dict, before: dict) -> tuple[float, float]:
+        user = sum(u - before.get(p, (0.0, 0.0))[0] for p, (u, _) in after.items())
+        system = sum(k - before.get(p, (0.0, 0.0))[1] for p, (_, k) in after.items())
+        return user, system
+
+    cpu = {
+        "load generator (this process)": (self1.ru_utime - self0.ru_utime, self1.ru_stime - self0.ru_stime),
+        "central server processes": split(server1, server0),
+        "PostgreSQL backends of the db": split(backends1, backends0),
+    }
     busy = (mach1[0] - mach0[0]) / max(mach1[1] - mach0[1], 1)
     cores = os.cpu_count() or 1
+    n = max(len(samples), 1)
     print(f"\n  CPU during the load ({wall:.1f} s wall, {cores} CPUs = {cores * wall:.0f} CPU-s):"
           f" machine busy {100 * busy:.0f} %")
-    print(f"    load generator (this process): {cpu_client:6.1f} CPU-s  {1000 * cpu_client / max(len(samples), 1):.3f} ms/request")
-    print(f"    central server processes:      {cpu_server:6.1f} CPU-s  {1000 * cpu_server / max(len(samples), 1):.3f} ms/request")
-    print(f"    PostgreSQL backends of the db:  {cpu_pg:6.1f} CPU-s  {1000 * cpu_pg / max(len(samples), 1):.3f} ms/request")
+    print(f"    {'':<34} {'CPU-s':>6} {'user':>6} {'sys':>6}  per request")
+    for name, (user, system) in cpu.items():
+        print(f"    {name:<34} {user + system:6.1f} {user:6.1f} {system:6.1f}  {1000 * (user + system) / n:.3f} ms")
+    per_worker = [sum(server1[p]) - sum(server0.get(p, (0.0, 0.0))) for p in worker_pids if p in server1]
+    if len(per_worker) > 1:
+        print(f"    {'  per worker':<34} " + ", ".join(f"{w:.1f}" for w in per_worker))
+    other = busy * cores * wall - sum(u + k for u, k in cpu.values())
+    print(f"    {'everything else on the machine':<34} {max(other, 0):6.1f}"
+          "                (other processes, PostgreSQL's background writers)")
 
     # Every request the client saw answered must be in the ledger as exactly one operation.
     sent = Counter((s.op, s.outcome) for s in samples if s.status == 200 and s.op != BALANCE)
