@@ -464,50 +464,52 @@ def main() -> int:
     try:
         with throwaway_db("tessera_bench") as dbname:
             url = db_url(dbname)
-            print(f"\n[2/4] seeding {dbname}: migrate, programme, store, till, {args.cards:,} active cards ...",
-                  flush=True)
-            t0 = time.monotonic()
-            upgrade(url)
-            config = CentralConfig(database_url=url, data_dir=data_dir, scheduler=False)
-            seeded = asyncio.run(seed(config, args.cards))
-            tm = seeded["timings"]
-            print(f"      done in {time.monotonic() - t0:.1f} s (issue {tm['issue']:.1f} s, packs {tm['pack']:.1f} s,"
-                  f" activation {tm['activate']:.1f} s)", flush=True)
+            try:
+                print(f"\n[2/4] seeding {dbname}: migrate, programme, store, till, {args.cards:,} active cards ...",
+                      flush=True)
+                t0 = time.monotonic()
+                upgrade(url)
+                config = CentralConfig(database_url=url, data_dir=data_dir, scheduler=False)
+                seeded = asyncio.run(seed(config, args.cards))
+                tm = seeded["timings"]
+                print(f"      done in {time.monotonic() - t0:.1f} s (issue {tm['issue']:.1f} s,"
+                      f" packs {tm['pack']:.1f} s, activation {tm['activate']:.1f} s)", flush=True)
 
-            print(f"\n[3/4] serving with {args.workers} worker(s), {args.concurrency} requests in flight for"
-                  f" {args.warmup:g} s warm-up + {args.seconds:g} s ...", flush=True)
-            server = start_server(url, data_dir, args.workers, args.log_level)
-            server_pids = server.pids()
-            worker_pids = server.worker_pids()
-            backends0 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
-            server0 = {p: proc_cpu(p) for p in server_pids}
-            self0 = resource.getrusage(resource.RUSAGE_SELF)
-            profilers = (start_profilers(server, Path(args.profile), args.warmup, args.seconds)
-                         if args.profile else [])
-            mach0 = machine_cpu()
-            samples, t_measure, t_end = asyncio.run(run_load(
-                f"http://127.0.0.1:{server.port}", seeded["token"], seeded["numbers"], args.concurrency,
-                args.warmup, args.seconds, args.seed))
-            mach1 = machine_cpu()
-            self1 = resource.getrusage(resource.RUSAGE_SELF)
-            server1 = {p: proc_cpu(p) for p in server.pids()}
-            backends1 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
-            wall = time.perf_counter() - (t_measure - args.warmup)
-            for prof in profilers:
-                if isinstance(prof, subprocess.Popen):
-                    try:
-                        prof.wait(30)
-                    except subprocess.TimeoutExpired:
-                        prof.kill()
-            server.stop()
-            log_text = server.log_path.read_text(errors="replace")
-            server_errors = [line for line in log_text.splitlines() if "level=error" in line]
+                print(f"\n[3/4] serving with {args.workers} worker(s), {args.concurrency} requests in flight for"
+                      f" {args.warmup:g} s warm-up + {args.seconds:g} s ...", flush=True)
+                server = start_server(url, data_dir, args.workers, args.log_level)
+                server_pids = server.pids()
+                worker_pids = server.worker_pids()
+                backends0 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
+                server0 = {p: proc_cpu(p) for p in server_pids}
+                self0 = resource.getrusage(resource.RUSAGE_SELF)
+                profilers = (start_profilers(server, Path(args.profile), args.warmup, args.seconds)
+                             if args.profile else [])
+                mach0 = machine_cpu()
+                samples, t_measure, t_end = asyncio.run(run_load(
+                    f"http://127.0.0.1:{server.port}", seeded["token"], seeded["numbers"], args.concurrency,
+                    args.warmup, args.seconds, args.seed))
+                mach1 = machine_cpu()
+                self1 = resource.getrusage(resource.RUSAGE_SELF)
+                server1 = {p: proc_cpu(p) for p in server.pids()}
+                backends1 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
+                wall = time.perf_counter() - (t_measure - args.warmup)
+                for prof in profilers:
+                    if isinstance(prof, subprocess.Popen):
+                        try:
+                            prof.wait(30)
+                        except subprocess.TimeoutExpired:
+                            prof.kill()
+                server.stop()
+                log_text = server.log_path.read_text(errors="replace")
+                server_errors = [line for line in log_text.splitlines() if "level=error" in line]
 
-            print("\n[4/4] checking the ledger ...", flush=True)
-            ledger = check_ledger(url)
+                print("\n[4/4] checking the ledger ...", flush=True)
+                ledger = check_ledger(url)
+            finally:
+                if server is not None:
+                    server.stop()  # before the database goes
     finally:
-        if server is not None:
-            server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
     # -- figures ------------------------------------------------------------------------------------
