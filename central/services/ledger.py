@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import (
@@ -148,6 +149,28 @@ _CARD_LOCK_FROM = cards.outerjoin(packs, packs.c.id == cards.c.pack_id).join(
 )
 
 
+def _card_query(by: sa.Column, source, lock_of=None) -> sa.Select:
+    query = sa.select(*_CARD_COLUMNS).select_from(source).where(by == sa.bindparam("key"))
+    return query.with_for_update(of=lock_of) if lock_of is not None else query
+
+
+# Hot-path statements are built once: constructing Core statements per request costs more CPU
+# than running them.
+_CARD_QUERIES = {
+    (by.name, mode): _card_query(by, *args)
+    for by in (cards.c.number, cards.c.id)
+    for mode, args in (("both", (_CARD_LOCK_FROM, [cards, accounts])), ("card", (_CARD_FROM, cards)),
+                       ("read", (_CARD_FROM,)))
+}
+_UPDATE_ACCOUNT = sa.update(accounts).where(accounts.c.id == sa.bindparam("account")).values(
+    balance=accounts.c.balance + sa.bindparam("d_balance"), held=accounts.c.held + sa.bindparam("d_held"))
+_INSERT_ENTRY = sa.insert(entries)
+_RECORD_OPERATION = {
+    name: dialect.insert(operations).on_conflict_do_nothing().returning(operations.c.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+
+
 class Ledger:
     """Records operations and their entries; the handlers of each operation live in other modules."""
 
@@ -160,16 +183,14 @@ class Ledger:
     async def lock_card(self, conn: AsyncConnection, *, number: str | None = None,
                         card_id: int | None = None, lock: bool = True) -> CardRow | None:
         """Load and lock one card (by number or id) with its stored-value account."""
-        key = cards.c.number == number if number is not None else cards.c.id == card_id
+        by, params = ("number", {"key": number}) if number is not None else ("id", {"key": card_id})
         row = None
         if lock:
             # Lock the card and its account together: PostgreSQL then re-reads both rows if a
             # concurrent transaction changed them while we waited, so the balance is current.
-            row = (await conn.execute(sa.select(*_CARD_COLUMNS).select_from(_CARD_LOCK_FROM).where(key)
-                                      .with_for_update(of=[cards, accounts]))).first()
+            row = (await conn.execute(_CARD_QUERIES[by, "both"], params)).first()
         if row is None:  # not locking, or a card with no account yet (only its own row to lock)
-            query = sa.select(*_CARD_COLUMNS).select_from(_CARD_FROM).where(key)
-            row = (await conn.execute(query.with_for_update(of=cards) if lock else query)).first()
+            row = (await conn.execute(_CARD_QUERIES[by, "card" if lock else "read"], params)).first()
         if row is None:
             return None
         return CardRow(
@@ -251,14 +272,14 @@ class Ledger:
                       origin: Origin, outcome: Outcome, result: dict[str, Any],
                       device_time: datetime | None, now: datetime) -> None:
         card = outcome.card
-        inserted = await conn.execute(self.db.insert_ignore(operations).values(
+        inserted = await conn.execute(_RECORD_OPERATION["sqlite" if self.db.sqlite else "postgresql"], dict(
             id=op_id, kind=kind.value, fingerprint=digest, approved=outcome.approved,
             decline_code=outcome.code.value if outcome.code else None, channel=origin.channel,
             card_id=card.id if card else None, store_id=origin.store_id, terminal_id=origin.terminal_id,
             amount=outcome.amount, currency=card.programme.currency if card else outcome.currency,
             settles=outcome.settles if outcome.approved else None,
             reference=outcome.reference, result=result, device_time=device_time, created_at=now,
-        ).returning(operations.c.id))
+        ))
         if inserted.first() is None:  # rowcount is not reliable for INSERT on every driver
             raise _AlreadyRecorded
         if not outcome.approved:
@@ -277,15 +298,11 @@ class Ledger:
             d[0] += e.amount
             d[1] += e.held_delta
         for account_id, (amount, held) in deltas.items():
-            await conn.execute(sa.update(accounts).where(accounts.c.id == account_id).values(
-                balance=accounts.c.balance + amount, held=accounts.c.held + held))
+            await conn.execute(_UPDATE_ACCOUNT, {"account": account_id, "d_balance": amount, "d_held": held})
         rows = [dict(operation_id=op_id, card_id=e.card_id, account_id=e.account_id, kind=e.kind.value,
                      amount=e.amount, held_delta=e.held_delta, balance_after=e.balance_after,
                      currency=e.currency, store_id=store_id, created_at=now) for e in lines]
-        if len(rows) == 1:
-            await conn.execute(sa.insert(entries).values(**rows[0]))
-        else:
-            await conn.execute(sa.insert(entries), rows)
+        await conn.execute(_INSERT_ENTRY, rows[0] if len(rows) == 1 else rows)
 
     @staticmethod
     def _result(op_id: uuid.UUID, kind: OperationKind, outcome: Outcome, now: datetime) -> dict[str, Any]:
