@@ -23,6 +23,9 @@ class CentralConfig:
     # Key of the eCode HMAC, hex. Empty: read (or create once) data_dir/ecode.key.
     ecode_key: str = ""
     db_pool_size: int = 10
+    # Group commit: till payments and top-ups arriving together share one transaction.
+    group_commit: bool = True
+    group_commit_max: int = 64
     staff_token_hours: int = 12
     ecode_max_failures: int = 5
     ecode_lockout_seconds: int = 900

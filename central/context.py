@@ -17,6 +17,7 @@ from .services import (
     TillService,
     WebService,
 )
+from .services.batching import GroupCommit
 
 __all__ = ["Central"]
 
@@ -33,6 +34,7 @@ class Central:
     holds: HoldService
     bulk: BulkLoadService
     web: WebService
+    group: GroupCommit
 
     @classmethod
     def open(cls, config: CentralConfig) -> Central:
@@ -47,6 +49,7 @@ class Central:
             issuing=IssuingService(db, ledger, config.production_dir, pepper),
             holds=HoldService(ledger), bulk=BulkLoadService(ledger),
             web=WebService(till, cards, pepper, config.ecode_max_failures, config.ecode_lockout_seconds),
+            group=GroupCommit(till, max_batch=config.group_commit_max if config.group_commit else 1),
         )
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ class Database:
         self.url = url
         self.sqlite = is_sqlite(url)
         self.engine = create_engine(url, pool_size=pool_size)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def begin(self):
         """``async with db.begin() as conn:`` — commits on success, rolls back on any error."""
@@ -26,6 +27,11 @@ class Database:
 
     def connect(self):
         return self.engine.connect()
+
+    def reader(self):
+        """A connection for one-statement reads: on PostgreSQL without BEGIN/ROLLBACK round trips
+        (SQLite's single connection keeps its usual transactions)."""
+        return self.engine.connect() if self.sqlite else self._autocommit.connect()
 
     def insert_ignore(self, table):
         """INSERT ... ON CONFLICT DO NOTHING for either dialect."""

@@ -23,7 +23,7 @@ def _till_route(path: str, kind: OperationKind, body, summary: str):
                           original_txn_id=getattr(b, "original_txn_id", None),
                           allow_partial=getattr(b, "allow_partial", False), device_time=b.device_time)
         t = call.terminal
-        result, replayed = await call.central.till.execute(req, Origin("till", t.store_id, t.id))
+        result, replayed = await call.central.group.execute(req, Origin("till", t.store_id, t.id))
         return web.json_response(result, headers={"Idempotent-Replay": "true"} if replayed else None)
 
     handler.__name__ = f"till_{kind.value}"

@@ -162,6 +162,9 @@ _CARD_QUERIES = {
     for mode, args in (("both", (_CARD_LOCK_FROM, [cards, accounts])), ("card", (_CARD_FROM, cards)),
                        ("read", (_CARD_FROM,)))
 }
+_LOCK_MANY = (sa.select(*_CARD_COLUMNS).select_from(_CARD_LOCK_FROM)
+              .where(cards.c.number.in_(sa.bindparam("numbers", expanding=True)))
+              .order_by(cards.c.id).with_for_update(of=[cards, accounts]))
 _UPDATE_ACCOUNT = sa.update(accounts).where(accounts.c.id == sa.bindparam("account")).values(
     balance=accounts.c.balance + sa.bindparam("d_balance"), held=accounts.c.held + sa.bindparam("d_held"))
 _INSERT_ENTRY = sa.insert(entries)
@@ -191,8 +194,14 @@ class Ledger:
             row = (await conn.execute(_CARD_QUERIES[by, "both"], params)).first()
         if row is None:  # not locking, or a card with no account yet (only its own row to lock)
             row = (await conn.execute(_CARD_QUERIES[by, "card" if lock else "read"], params)).first()
-        if row is None:
-            return None
+        return None if row is None else await self.card_row(conn, row)
+
+    async def lock_cards(self, conn: AsyncConnection, numbers: Sequence[str]) -> dict[str, CardRow]:
+        """Lock many cards that have accounts, in id order (so batches never deadlock each other)."""
+        rows = (await conn.execute(_LOCK_MANY, {"numbers": list(numbers)})).all()
+        return {row.number: await self.card_row(conn, row) for row in rows}
+
+    async def card_row(self, conn: AsyncConnection, row: Any) -> CardRow:
         return CardRow(
             id=row.id, number=row.number, state=CardState(row.state),
             programme=await self.programmes.get(conn, row.programme_id), expires_on=row.expires_on,
@@ -238,13 +247,12 @@ class Ledger:
         Returns ``(result, replayed)``. A repeat of ``op_id`` with the same payload returns the first
         result; with a different payload it raises IdempotencyConflict and changes nothing.
         """
-        digest = fingerprint({"kind": kind.value, "channel": origin.channel, "store": origin.store_id,
-                              "terminal": origin.terminal_id, **payload})
+        digest = self.digest(kind, payload, origin)
         now = now or datetime.now(UTC)
         try:
             async with self.db.begin() as conn:
                 outcome = await handler(conn, op_id, now)
-                result = self._result(op_id, kind, outcome, now)
+                result = self.result(op_id, kind, outcome, now)
                 await self._record(conn, op_id, kind, digest, origin, outcome, result, device_time, now)
                 return result, False
         except _AlreadyRecorded:
@@ -257,6 +265,12 @@ class Ledger:
                 raise
             return replayed, True
         return await self.replay(op_id, digest), True
+
+    @staticmethod
+    def digest(kind: OperationKind, payload: dict[str, Any], origin: Origin) -> str:
+        """The request's fingerprint: who asked (channel, store, terminal) and what."""
+        return fingerprint({"kind": kind.value, "channel": origin.channel, "store": origin.store_id,
+                            "terminal": origin.terminal_id, **payload})
 
     async def replay(self, op_id: uuid.UUID, digest: str, missing_ok: bool = False) -> dict[str, Any] | None:
         async with self.db.connect() as conn:
@@ -271,41 +285,53 @@ class Ledger:
     async def _record(self, conn: AsyncConnection, op_id: uuid.UUID, kind: OperationKind, digest: str,
                       origin: Origin, outcome: Outcome, result: dict[str, Any],
                       device_time: datetime | None, now: datetime) -> None:
+        row = self.operation_row(op_id, kind, digest, origin, outcome, result, device_time, now)
+        inserted = await conn.execute(self.record_statement, row)
+        if inserted.first() is None:  # rowcount is not reliable for INSERT on every driver
+            raise _AlreadyRecorded
+        if not outcome.approved:
+            return
+        if outcome.entries:
+            await self.post(conn, [(op_id, origin.store_id, e) for e in outcome.entries], now)
+        for statement in outcome.after:
+            await conn.execute(statement)
+
+    @property
+    def record_statement(self) -> sa.Insert:
+        """INSERT of operation rows that skips ids already recorded and returns the ids it wrote."""
+        return _RECORD_OPERATION["sqlite" if self.db.sqlite else "postgresql"]
+
+    @staticmethod
+    def operation_row(op_id: uuid.UUID, kind: OperationKind, digest: str, origin: Origin, outcome: Outcome,
+                      result: dict[str, Any], device_time: datetime | None, now: datetime) -> dict[str, Any]:
         card = outcome.card
-        inserted = await conn.execute(_RECORD_OPERATION["sqlite" if self.db.sqlite else "postgresql"], dict(
+        return dict(
             id=op_id, kind=kind.value, fingerprint=digest, approved=outcome.approved,
             decline_code=outcome.code.value if outcome.code else None, channel=origin.channel,
             card_id=card.id if card else None, store_id=origin.store_id, terminal_id=origin.terminal_id,
             amount=outcome.amount, currency=card.programme.currency if card else outcome.currency,
             settles=outcome.settles if outcome.approved else None,
             reference=outcome.reference, result=result, device_time=device_time, created_at=now,
-        ))
-        if inserted.first() is None:  # rowcount is not reliable for INSERT on every driver
-            raise _AlreadyRecorded
-        if not outcome.approved:
-            return
-        if outcome.entries:
-            await self._post(conn, op_id, outcome.entries, origin.store_id, now)
-        for statement in outcome.after:
-            await conn.execute(statement)
+        )
 
-    async def _post(self, conn: AsyncConnection, op_id: uuid.UUID, lines: Sequence[PendingEntry],
-                    store_id: int | None, now: datetime) -> None:
-        # The cached balance moves by exactly what the entries say, in the same transaction.
+    @staticmethod
+    async def post(conn: AsyncConnection, lines: Sequence[tuple[uuid.UUID, int | None, PendingEntry]],
+                   now: datetime) -> None:
+        """Write entries (operation id, store id, line) and move each account's balance by their sum."""
         deltas: dict[int, list[int]] = {}
-        for e in lines:
+        for _, _, e in lines:
             d = deltas.setdefault(e.account_id, [0, 0])
             d[0] += e.amount
             d[1] += e.held_delta
-        for account_id, (amount, held) in deltas.items():
-            await conn.execute(_UPDATE_ACCOUNT, {"account": account_id, "d_balance": amount, "d_held": held})
+        updates = [{"account": a, "d_balance": amount, "d_held": held} for a, (amount, held) in deltas.items()]
+        await conn.execute(_UPDATE_ACCOUNT, updates[0] if len(updates) == 1 else updates)
         rows = [dict(operation_id=op_id, card_id=e.card_id, account_id=e.account_id, kind=e.kind.value,
                      amount=e.amount, held_delta=e.held_delta, balance_after=e.balance_after,
-                     currency=e.currency, store_id=store_id, created_at=now) for e in lines]
+                     currency=e.currency, store_id=store_id, created_at=now) for op_id, store_id, e in lines]
         await conn.execute(_INSERT_ENTRY, rows[0] if len(rows) == 1 else rows)
 
     @staticmethod
-    def _result(op_id: uuid.UUID, kind: OperationKind, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    def result(op_id: uuid.UUID, kind: OperationKind, outcome: Outcome, now: datetime) -> dict[str, Any]:
         card = outcome.card
         result: dict[str, Any] = {
             "txn_id": str(op_id),

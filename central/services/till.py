@@ -93,7 +93,7 @@ class TillService:
 
     async def balance(self, card_number: str) -> dict[str, Any]:
         """Balance inquiry: a read, not an operation (nothing is recorded)."""
-        async with self.ledger.db.connect() as conn:
+        async with self.ledger.db.reader() as conn:
             card = await self.ledger.lock_card(conn, number=card_number, lock=False)
         if card is None:
             return {"card": mask(card_number), "found": False, "decline_code": DeclineCode.UNKNOWN_CARD.value}
@@ -105,10 +105,7 @@ class TillService:
         card = await self.ledger.lock_card(conn, number=req.card_number)
         if card is None:
             return unknown_card()
-        if req.currency is not None and req.currency != card.programme.currency:
-            return card_declined(card, DeclineCode.CURRENCY_MISMATCH,
-                                 f"card is in {card.programme.currency}, not {req.currency}")
-        return card
+        return _currency_declined(card, req) or card
 
     async def _original(self, conn: AsyncConnection, req: TillRequest, expected: OperationKind
                         ) -> tuple[Any, CardRow] | Outcome:
@@ -146,18 +143,37 @@ class TillService:
     async def _authorize(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
         return await self._debit(conn, req, now, hold=True, store_id=origin.store_id)
 
+    def decide_on(self, card: CardRow, req: TillRequest, now: datetime) -> Outcome:
+        """Payment or top-up on an already locked card: the part of the operation that group
+        commit runs for many requests in one transaction (no I/O of its own)."""
+        declined = _currency_declined(card, req)
+        if declined:
+            return declined
+        if req.kind == K.PAYMENT:
+            decision = decide_debit(card.view(), req.amount, now.date(), req.allow_partial)
+            kind, sign = EntryKind.PAYMENT, -1
+        elif req.kind == K.TOPUP:
+            decision = decide_topup(card.view(), req.amount, now.date())
+            kind, sign = EntryKind.TOPUP, 1
+        else:
+            raise ValueError(f"{req.kind} is not decided on a locked card alone")
+        if not decision.approved:
+            return Outcome.from_decision(decision, card)
+        out = Outcome(True, card, decision.amount)
+        out.entries.append(self.ledger.entry(card, kind, sign * decision.amount))
+        return out
+
     async def _debit(self, conn, req: TillRequest, now: datetime, *, hold: bool,
                      store_id: int | None = None) -> Outcome:
         card = await self._card(conn, req)
         if isinstance(card, Outcome):
             return card
+        if not hold:
+            return self.decide_on(card, req, now)
         decision = decide_debit(card.view(), req.amount, now.date(), req.allow_partial)
         if not decision.approved:
             return Outcome.from_decision(decision, card)
         out = Outcome(True, card, decision.amount)
-        if not hold:
-            out.entries.append(self.ledger.entry(card, EntryKind.PAYMENT, -decision.amount))
-            return out
         out.entries.append(self.ledger.entry(card, EntryKind.HOLD, 0, decision.amount))
         p = card.programme
         expires = now + timedelta(seconds=p.hold_ttl_seconds)
@@ -170,14 +186,7 @@ class TillService:
 
     async def _topup(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
         card = await self._card(conn, req)
-        if isinstance(card, Outcome):
-            return card
-        decision = decide_topup(card.view(), req.amount, now.date())
-        if not decision.approved:
-            return Outcome.from_decision(decision, card)
-        out = Outcome(True, card, decision.amount)
-        out.entries.append(self.ledger.entry(card, EntryKind.TOPUP, decision.amount))
-        return out
+        return card if isinstance(card, Outcome) else self.decide_on(card, req, now)
 
     async def _refund(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
         """Refund onto the card paid with, or onto a new card from the store's stock (activating it)."""
@@ -315,6 +324,13 @@ def close_hold(ledger: Ledger, card: CardRow, hold: Any, op_id: uuid.UUID, statu
                      .values(status=status, resolved_by=op_id, resolved_at=now))
     out.extra["authorization"] = str(hold.operation_id)
     return out
+
+
+def _currency_declined(card: CardRow, req: TillRequest) -> Outcome | None:
+    if req.currency is not None and req.currency != card.programme.currency:
+        return card_declined(card, DeclineCode.CURRENCY_MISMATCH,
+                             f"card is in {card.programme.currency}, not {req.currency}")
+    return None
 
 
 def card_summary(card: CardRow) -> dict[str, Any]:
