@@ -74,7 +74,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20, help="measured load duration (default 20)")
     p.add_argument("--warmup", type=float, default=2, help="unmeasured load before it (default 2)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
-    p.add_argument("--workers", type=int, default=2, help="central server processes (default 2)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="central server processes (default 1: on 2 cores PostgreSQL and the load need the other)")
     p.add_argument("--cards", type=int, default=20_000, help="active cards to spread the load on (default 20000)")
     p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench -c (default 16)")
     p.add_argument("--pgbench-seconds", type=float, help="pgbench -T (default: --seconds)")
@@ -494,6 +495,8 @@ def main() -> int:
                 server1 = {p: proc_cpu(p) for p in server.pids()}
                 backends1 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
                 wall = time.perf_counter() - (t_measure - args.warmup)
+                with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5) as r:
+                    grouping = json.loads(r.read())["group_commit"]  # of the worker that answers
                 for prof in profilers:
                     if isinstance(prof, subprocess.Popen):
                         try:
@@ -583,6 +586,10 @@ def main() -> int:
             if got != sent[(op, outcome)]:
                 mismatch.append(f"{op} {outcome}: client {sent[(op, outcome)]}, ledger {got}")
     inv_ok = ledger["bad"] == 0 and ledger["negative"] == 0
+    if grouping["batches"]:
+        print(f"\n  group commit (one worker's counters): {grouping['operations']:,} operations in"
+              f" {grouping['batches']:,} shared transactions, {grouping['operations'] / grouping['batches']:.1f}"
+              " per transaction")
     print(f"\n  ledger invariant (balance = sum(entries.amount), held = sum(entries.held_delta)) over"
           f" {ledger['accounts']:,} accounts, {ledger['entries']:,} entries: {'OK' if inv_ok else 'FAIL'}"
           + ("" if inv_ok else f" ({ledger['bad']} accounts differ, {ledger['negative']} negative)"))

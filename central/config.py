@@ -26,6 +26,7 @@ class CentralConfig:
     # Group commit: till payments and top-ups arriving together share one transaction.
     group_commit: bool = True
     group_commit_max: int = 64
+    group_commit_in_flight: int = 1  # batches of one worker in the database at once
     staff_token_hours: int = 12
     ecode_max_failures: int = 5
     ecode_lockout_seconds: int = 900

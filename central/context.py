@@ -49,7 +49,8 @@ class Central:
             issuing=IssuingService(db, ledger, config.production_dir, pepper),
             holds=HoldService(ledger), bulk=BulkLoadService(ledger),
             web=WebService(till, cards, pepper, config.ecode_max_failures, config.ecode_lockout_seconds),
-            group=GroupCommit(till, max_batch=config.group_commit_max if config.group_commit else 1),
+            group=GroupCommit(till, max_batch=config.group_commit_max if config.group_commit else 1,
+                              max_in_flight=config.group_commit_in_flight),
         )
 
     async def close(self) -> None:

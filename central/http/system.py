@@ -23,8 +23,10 @@ _ERRORS = {400: "malformed request", 401: "missing or bad credentials", 403: "no
 async def health(call: Call):
     async with call.central.db.connect() as conn:
         await conn.execute(sa.text("SELECT 1"))
+    group = call.central.group
     return {"status": "ok", "database": "ok", "version": VERSION,
-            "backend": "sqlite" if call.central.db.sqlite else "postgresql"}
+            "backend": "sqlite" if call.central.db.sqlite else "postgresql",
+            "group_commit": {"batches": group.batches, "operations": group.grouped}}
 
 
 @route("GET", "/openapi.json", summary="This API's OpenAPI 3.1 document", tag="system", auth="public")

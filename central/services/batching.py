@@ -15,11 +15,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from core import OperationKind
 
-from ..db.tables import operations
 from .ledger import Origin
 from .till import TillRequest, TillService
 
@@ -29,10 +28,6 @@ log = logging.getLogger("tessera.batching")
 BATCHED = frozenset({OperationKind.PAYMENT, OperationKind.TOPUP})
 
 Answer = tuple[dict[str, Any], bool]
-
-
-class _NotWritten(Exception):
-    """Some operation of the batch was recorded by someone else meanwhile: run each one alone."""
 
 
 class GroupCommit:
@@ -68,9 +63,10 @@ class GroupCommit:
     async def _run(self, batch: list[tuple[TillRequest, Origin, asyncio.Future]]) -> None:
         try:
             answers = await self._commit(batch) if len(batch) > 1 else [None]
+        except IntegrityError:  # an id of the batch was recorded meanwhile: each request alone
+            answers = [None] * len(batch)
         except Exception as exc:  # noqa: BLE001 - the fallback below answers every request anyway
-            if not isinstance(exc, _NotWritten):
-                log.warning("group commit fell back to single transactions size=%d error=%r", len(batch), exc)
+            log.warning("group commit fell back to single transactions size=%d error=%r", len(batch), exc)
             answers = [None] * len(batch)
         alone = []
         for (req, origin, future), answer in zip(batch, answers):
@@ -106,9 +102,7 @@ class GroupCommit:
                 seen.add(req.txn_id)
                 candidates.append(i)
         async with ledger.db.begin() as conn:
-            ids = [batch[i][0].txn_id for i in candidates]
-            recorded = set((await conn.execute(
-                sa.select(operations.c.id).where(operations.c.id.in_(ids)))).scalars())
+            recorded = await ledger.recorded(conn, [batch[i][0].txn_id for i in candidates])
             fresh = [i for i in candidates if batch[i][0].txn_id not in recorded]
             cards = await ledger.lock_cards(conn, sorted({batch[i][0].card_number for i in fresh}))
             rows, lines = [], []
@@ -126,9 +120,7 @@ class GroupCommit:
                 answers[i] = (result, False)
             if not rows:
                 return answers
-            written = (await conn.execute(ledger.record_statement, rows)).all()
-            if len(written) != len(rows):
-                raise _NotWritten
+            await ledger.insert_operations(conn, rows)
             if lines:
                 await ledger.post(conn, lines, now)
         self.batches += 1
