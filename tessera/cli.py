@@ -32,10 +32,26 @@ def _config(args: argparse.Namespace) -> CentralConfig:
                        data_dir=getattr(args, "data_dir", None))
 
 
+def _event_loop_factory():
+    """uvloop's event loop: the same asyncio API with a faster loop and transports (less CPU per
+    request); the standard loop where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(config: CentralConfig, **options) -> None:
+    factory = _event_loop_factory()
+    loop = factory() if factory else None
+    web.run_app(create_app(config, migrate=False), host=config.host, port=config.port, loop=loop,
+                access_log_class=AccessLogger, print=None, **options)
+
+
 def _serve_worker(config: CentralConfig) -> None:
     setup_logging(config.log_level)
-    web.run_app(create_app(config, migrate=False), host=config.host, port=config.port, reuse_port=True,
-                access_log_class=AccessLogger, print=None, handle_signals=True)
+    _run(config, reuse_port=True)
 
 
 def serve(config: CentralConfig, workers: int = 1) -> None:
@@ -45,8 +61,7 @@ def serve(config: CentralConfig, workers: int = 1) -> None:
     config.ecode_pepper()  # create the eCode key (if it is a file) before workers race for it
     log.info("central listening url=http://%s:%s workers=%s", config.host, config.port, workers)
     if workers <= 1:
-        web.run_app(create_app(config, migrate=False), host=config.host, port=config.port,
-                    access_log_class=AccessLogger, print=None)
+        _run(config)
         return
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_serve_worker, args=(config,), name=f"central-{i}") for i in range(workers)]
