@@ -104,6 +104,17 @@ async def resume_issue(config: CentralConfig, issue_id: int) -> dict:
         await central.close()
 
 
+async def bulk_load(config: CentralConfig, path: Path) -> dict:
+    central = Central.open(config)
+    try:
+        result = await central.bulk.load(path.read_text(encoding="utf-8-sig"), path.name, "cli", _progress)
+    finally:
+        await central.close()
+    result_path = path.with_name(path.stem + ".result.csv")
+    result_path.write_text(result.pop("result_csv"))
+    return {**result, "result_file": str(result_path)}
+
+
 async def create_user(config: CentralConfig, username: str, role: str, password: str) -> None:
     central = Central.open(config)
     try:
@@ -144,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantity", type=int, required=True)
     p.add_argument("--track-expiry", help="YYMM on the stripe")
 
+    p = common(csub.add_parser("bulk-load", help="credit cards from a CSV (reference,card_number,amount[,currency])"))
+    p.add_argument("--file", type=Path, required=True)
     p = common(csub.add_parser("resume-issue", help="resume an issue whose run failed or stopped"))
     p.add_argument("--issue", type=int, required=True)
 
@@ -168,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(config.database_url)
         asyncio.run(create_user(config, args.username, args.role, password))
         print(f"user {args.username} ({args.role}) created")
+    elif args.command == "bulk-load":
+        setup_logging(config.log_level)
+        upgrade(config.database_url)
+        result = asyncio.run(bulk_load(config, args.file))
+        print(f"bulk load {result['id']}: {result['lines']} lines, {result['credited']} credited, "
+              f"{result['duplicate']} already loaded, {result['failed']} failed; results: {result['result_file']}")
     elif args.command in ("issue-cards", "resume-issue"):
         setup_logging(config.log_level)
         upgrade(config.database_url)

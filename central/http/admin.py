@@ -133,6 +133,14 @@ async def user_disable(call: Call):
     return {"ok": True}
 
 
+@route("POST", "/api/v1/admin/users/{username}/enable",
+       summary="Enable a staff user again (also lifts a login lockout)", tag="admin", auth="staff", roles=ADMIN)
+async def user_enable(call: Call):
+    async with call.central.db.begin() as conn:
+        await call.central.admin.set_user_active(conn, call.request.match_info["username"], True)
+    return {"ok": True}
+
+
 # -- issues and packs ---------------------------------------------------------------------------
 
 @route("POST", "/api/v1/admin/issues", summary="Issue a batch of cards (runs in the background)", tag="issuing",
@@ -305,7 +313,9 @@ async def bulk_load(call: Call):
     except UnicodeDecodeError:
         raise BadRequest("CSV must be UTF-8", code="invalid_csv") from None
     name = call.request.headers.get("X-Filename", "upload.csv")[:200]
-    result = await call.central.bulk.load(text, name, call.staff.username)
+    result = await call.central.bulk.load(
+        text, name, call.staff.username,
+        progress=lambda done, total: log.info("bulk load progress file=%s lines=%d of=%d", name, done, total))
     return {k: v for k, v in result.items() if k != "result_csv"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,15 @@ __all__ = ["ROLES", "Staff", "Terminal", "AuthError", "Forbidden", "NotFound", "
 
 ROLES = ("admin", "operator", "auditor")
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("not a real password")
+MAX_LOGIN_FAILURES = 5
+LOGIN_LOCKOUT = timedelta(minutes=15)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """An argon2 hash to verify against for unknown users (made once, on first need)."""
+    return _hasher.hash("not a real password")
+
 
 
 class AuthError(DomainError):
@@ -86,7 +95,8 @@ class AdminService:
                                                            active=True).returning(users.c.id), f"user {username!r}")
 
     async def set_user_active(self, conn: AsyncConnection, username: str, active: bool) -> None:
-        res = await conn.execute(sa.update(users).where(users.c.username == username).values(active=active))
+        values = {"active": active} if not active else {"active": True, "failed_logins": 0, "locked_until": None}
+        res = await conn.execute(sa.update(users).where(users.c.username == username).values(**values))
         if res.rowcount == 0:
             raise NotFound(f"no user {username!r}")
         if not active:
@@ -100,25 +110,41 @@ class AdminService:
                  "created_at": r.created_at.isoformat()} for r in rows]
 
     async def login(self, username: str, password: str, remote: str | None = None) -> dict[str, Any]:
-        """Check a password (argon2, off the event loop) and issue a bearer token."""
+        """Check a password (argon2, off the event loop) and issue a bearer token.
+
+        After ``MAX_LOGIN_FAILURES`` wrong passwords in a row the account is locked for
+        ``LOGIN_LOCKOUT``; the answer stays the same 401, so it does not confirm usernames.
+        """
+        now = datetime.now(UTC)
         async with self.db.connect() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+        locked = row is not None and row.locked_until is not None and row.locked_until > now
         ok = False
         # Unknown users cost one argon2 verification too, so timing does not reveal usernames.
-        digest = row.password_hash if row is not None else _DUMMY_HASH
+        digest = row.password_hash if row is not None else _dummy_hash()
         try:
             ok = await asyncio.to_thread(_hasher.verify, digest, password) and row is not None and row.active
         except (VerificationError, InvalidHashError):
             ok = False
-        if not ok:
+        if locked or not ok:
             async with self.db.begin() as conn:
-                await audit(conn, username, "login_failed", remote=remote)
+                if row is not None and not locked:
+                    failures = row.failed_logins + 1
+                    lock = now + LOGIN_LOCKOUT if failures >= MAX_LOGIN_FAILURES else None
+                    await conn.execute(sa.update(users).where(users.c.id == row.id).values(
+                        failed_logins=0 if lock else failures, locked_until=lock))
+                    if lock:
+                        await audit(conn, username, "login_locked", remote=remote,
+                                    details={"until": lock.isoformat()})
+                await audit(conn, username, "login_failed", remote=remote, details={"locked": locked})
             raise AuthError("wrong username or password")
         async with self.db.begin() as conn:
+            if row.failed_logins:
+                await conn.execute(sa.update(users).where(users.c.id == row.id).values(failed_logins=0))
             token = new_token()
-            expires = datetime.now(UTC) + timedelta(hours=self.token_hours)
+            expires = now + timedelta(hours=self.token_hours)
             await conn.execute(sa.insert(staff_tokens).values(token_hash=hash_token(token), user_id=row.id,
-                                                              expires_at=expires, created_at=datetime.now(UTC)))
+                                                              expires_at=expires, created_at=now))
             await audit(conn, username, "login", remote=remote)
         return {"token": token, "expires_at": expires.isoformat(), "role": row.role}
 

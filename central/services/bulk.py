@@ -49,7 +49,7 @@ class BulkLoadService:
             counts[status] += 1
             writer.writerow([no, line.get("reference", ""), line.get("card_number", ""), line.get("amount", ""),
                              status, code, message, balance])
-            if progress and (no - 1) % 1000 == 0:
+            if progress and ((no - 1) % 1000 == 0 or no - 1 == len(lines)):
                 progress(no - 1, len(lines))
         summary = {"filename": filename, "lines": len(lines), **counts}
         async with self.ledger.db.begin() as conn:

@@ -189,3 +189,13 @@ def test_cli_reports_domain_errors_in_one_line(tmp_path: Path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: unknown_programme: unknown programme 'NOPE'"
     assert "Traceback" not in done.stderr
+
+
+def test_cli_bulk_load_writes_a_result_file(tmp_path: Path):
+    env = server_env(tmp_path, f"sqlite:///{tmp_path}/central.db")
+    upload = tmp_path / "welfare.csv"
+    upload.write_text("reference,card_number,amount\nW-1,6034999999999999,100\n")
+    out = run_cli("central", "bulk-load", "--file", str(upload), env=env)
+    assert "1 lines, 0 credited, 0 already loaded, 1 failed" in out
+    result = (tmp_path / "welfare.result.csv").read_text().splitlines()
+    assert result[1].split(",")[4:6] == ["failed", "unknown_card"]

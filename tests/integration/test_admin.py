@@ -215,3 +215,17 @@ async def test_reports(world: World):
     liability = list(csv.DictReader(io.StringIO(await world.admin("GET", "/api/v1/admin/reports/liability.csv"))))
     assert liability == [{"programme": "GIFT", "currency": "EUR", "card_state": "active", "cards": "2",
                           "balance_minor": "6500", "held_minor": "0"}]
+
+
+async def test_staff_login_locks_after_repeated_failures(world: World):
+    await world.admin("POST", "/api/v1/admin/users", {"username": "eve", "password": "right-password",
+                                                      "role": "operator"})
+    for _ in range(5):
+        bad = await world.client.post("/api/v1/auth/login", json={"username": "eve", "password": "guess"})
+        assert bad.status == 401
+    locked = await world.client.post("/api/v1/auth/login", json={"username": "eve", "password": "right-password"})
+    assert locked.status == 401  # the right password no longer opens the account for a while
+    log = await world.admin("GET", "/api/v1/admin/audit", actor="eve")
+    assert "login_locked" in {e["action"] for e in log}
+    await world.admin("POST", "/api/v1/admin/users/eve/enable")
+    assert (await world.login("eve", "right-password"))["Authorization"].startswith("Bearer ")

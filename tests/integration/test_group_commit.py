@@ -46,3 +46,21 @@ async def test_a_batch_with_repeats_unknown_and_unsold_cards(world: World):
     assert (await world.till("balance", card_number=number))["balance"] == 5000 - 100 - 200 - 300
     assert await world.count("entries", "kind = 'payment'") == 3
     await world.ledger_consistent()
+
+
+async def test_an_id_recorded_between_check_and_write_sends_the_batch_back_to_single_runs(world: World):
+    number = await world.sell("FLEX", 5000)
+    first = await world.till("payment", card_number=number, amount=100)
+    ledger = world.central.ledger
+
+    async def misses_everything(conn, op_ids):  # as if the first payment committed just after the check
+        return set()
+
+    ledger.recorded = misses_everything
+    bodies = [{"txn_id": first["txn_id"], "card_number": number, "amount": 100}] + [
+        {"txn_id": txn(), "card_number": number, "amount": 100} for _ in range(5)]
+    results = await asyncio.gather(*(world.till("payment", **b) for b in bodies))
+    assert results[0] == first
+    assert all(r["approved"] for r in results[1:])
+    assert (await world.till("balance", card_number=number))["balance"] == 5000 - 600
+    await world.ledger_consistent()
