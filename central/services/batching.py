@@ -37,6 +37,7 @@ class GroupCommit:
         self.max_in_flight = max_in_flight
         self._queue: list[tuple[TillRequest, Origin, asyncio.Future]] = []
         self._in_flight = 0
+        self._drains: set[asyncio.Task] = set()
         self.batches = 0  # counters for health and benchmarks
         self.grouped = 0
 
@@ -47,7 +48,9 @@ class GroupCommit:
         self._queue.append((req, origin, future))
         if self._in_flight < self.max_in_flight:
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._drains.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._drains.discard)
         return await future
 
     async def _drain(self) -> None:
