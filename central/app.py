@@ -29,7 +29,8 @@ def create_app(config: CentralConfig, *, migrate: bool = True) -> web.Applicatio
             await asyncio.to_thread(upgrade, config.database_url)
         central = Central.open(config)
         app[CENTRAL] = central
-        log.info("central started backend=%s", "sqlite" if central.db.sqlite else "postgresql")
+        log.info("central started backend=%s loop=%s", "sqlite" if central.db.sqlite else "postgresql",
+                 type(asyncio.get_running_loop()).__module__.split(".")[0])
         yield
         for task in list(app[BACKGROUND]):
             task.cancel()

@@ -37,10 +37,14 @@ class AccessLogger(AbstractAccessLogger):
 
 class LogfmtFormatter(logging.Formatter):
     converter = time.gmtime
+    _second = (-1, "")  # the formatted second, reused: a busy server logs many lines per second
 
     def format(self, record: logging.LogRecord) -> str:
-        head = (f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")}.{int(record.msecs):03d}Z '
-                f'level={record.levelname.lower()} logger={record.name}')
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        head = (f"ts={self._second[1]}.{int(record.msecs):03d}Z "
+                f"level={record.levelname.lower()} logger={record.name}")
         if record.name == "aiohttp.access":  # already key=value pairs (AccessLogger)
             return f"{head} {record.getMessage()}"
         line = f"{head} msg={quoted(record.getMessage())}"
