@@ -93,8 +93,9 @@ def pg_only_url(request, tmp_path) -> str:
 
 
 def make_config(url: str, tmp_path: Path, **overrides) -> CentralConfig:
-    return CentralConfig(database_url=url, data_dir=tmp_path / "data", scheduler=False,
-                         ecode_key="11" * 32, **overrides)
+    """Test settings: no scheduler unless a test asks for it, a fixed eCode key."""
+    return CentralConfig(**{"database_url": url, "data_dir": tmp_path / "data", "scheduler": False,
+                            "ecode_key": "11" * 32, **overrides})
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from aiohttp.test_utils import TestClient, TestServer
+
+from central.app import create_app
+
+from ..conftest import make_config
 from ..support import World
 
 
@@ -63,3 +68,27 @@ async def test_operator_can_resolve_a_pending_hold_before_expiry(world: World):
     assert (await world.central.holds.expire_due(later()))["released"] == 0
     missing = await world.admin("POST", "/api/v1/admin/holds/not-a-uuid/resolve", {"action": "reverse"}, expect=404)
     assert missing["error"]["code"] == "not_found"
+
+
+async def test_the_scheduler_expires_holds_on_its_own(db_url, tmp_path):
+    config = make_config(db_url, tmp_path, scheduler=True, hold_sweep_seconds=0.2)
+    async with TestClient(TestServer(create_app(config, migrate=False))) as client:
+        world = await World.create(client)
+        await world.admin("POST", "/api/v1/admin/programmes", {
+            "code": "QUICK", "name": "Quick", "currency": "EUR", "number_prefix": "7", "number_length": 12,
+            "min_amount": 100, "max_amount": 10000, "hold_ttl_seconds": 1})
+        central = world.central
+        async with central.db.begin() as conn:
+            issue_id = await central.issuing.start_issue(conn, "QUICK", 1, "tests")
+        issue = await central.issuing.run_issue(issue_id)
+        number = issue["first_number"]
+        pack = await world.admin("POST", "/api/v1/admin/packs", {"numbers": [number], "store_code": "S1"})
+        await world.admin("POST", f"/api/v1/admin/packs/{pack['id']}/authorize")
+        await world.till("sale", card_number=number, amount=5000)
+        await world.till("authorize", card_number=number, amount=1000)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if (await world.till("balance", card_number=number))["held"] == 0:
+                break
+        assert (await world.till("balance", card_number=number))["available"] == 5000
+        assert await world.count("operations", "kind = 'hold_expiry'") == 1
