@@ -1,4 +1,4 @@
-"""Group commit: till payments and top-ups that arrive together are decided and written in one
+"""Group commit: till payments, top-ups and payment cancels that arrive together are decided and written in one
 transaction, so the per-transaction costs (BEGIN, COMMIT and its WAL flush, a pool checkout) are
 paid once per batch rather than once per request.
 
@@ -25,7 +25,8 @@ from .till import TillRequest, TillService
 __all__ = ["GroupCommit", "BATCHED"]
 
 log = logging.getLogger("tessera.batching")
-BATCHED = frozenset({OperationKind.PAYMENT, OperationKind.TOPUP})
+CANCEL = OperationKind.PAYMENT_CANCEL
+BATCHED = frozenset({OperationKind.PAYMENT, OperationKind.TOPUP, OperationKind.PAYMENT_CANCEL})
 
 Answer = tuple[dict[str, Any], bool]
 
@@ -107,14 +108,36 @@ class GroupCommit:
         async with ledger.db.begin() as conn:
             recorded = await ledger.recorded(conn, [batch[i][0].txn_id for i in candidates])
             fresh = [i for i in candidates if batch[i][0].txn_id not in recorded]
-            cards = await ledger.lock_cards(conn, sorted({batch[i][0].card_number for i in fresh}))
+            cancelled = [batch[i][0].original_txn_id for i in fresh if batch[i][0].kind == CANCEL]
+            originals = await ledger.operations_by_id(conn, cancelled) if cancelled else {}
+            payments = {o.id: o for o in originals.values() if o.kind == OperationKind.PAYMENT.value and o.approved}
+            locked = await ledger.lock_cards(
+                conn, sorted({batch[i][0].card_number for i in fresh if batch[i][0].kind != CANCEL}),
+                sorted({o.card_id for o in payments.values()}))
+            by_number = {c.number: c for c in locked}
+            by_id = {c.id: c for c in locked}
+            settled = await ledger.settled_among(conn, list(payments)) if payments else set()
+            # A payment with refunds goes alone: the single path weighs which refunds still stand.
+            refunded = await ledger.referenced_among(conn, list(payments)) if payments else set()
             rows, lines = [], []
             for i in fresh:
                 req, origin, _ = batch[i]
-                card = cards.get(req.card_number)
-                if card is None:
-                    continue
-                outcome = self.till.decide_on(card, req, now)
+                if req.kind == CANCEL:
+                    orig = payments.get(req.original_txn_id)
+                    card = by_id.get(orig.card_id) if orig is not None else None
+                    if card is None or orig.id in refunded:
+                        continue
+                    if req.card_number and req.card_number != card.number:
+                        continue  # the single path answers the mismatch
+                    outcome = (self.till.cancel_refusal(req, orig, card, settled=orig.id in settled, refunded=0)
+                               or self.till.cancel_posting(req, orig, card))
+                    if outcome.approved:
+                        settled.add(orig.id)  # a second cancel in this batch finds it closed
+                else:
+                    card = by_number.get(req.card_number)
+                    if card is None:
+                        continue
+                    outcome = self.till.decide_on(card, req, now)
                 result = ledger.result(req.txn_id, req.kind, outcome, now)
                 rows.append(ledger.operation_row(req.txn_id, req.kind, ledger.digest(req.kind, req.payload(), origin),
                                                  origin, outcome, result, req.device_time, now))

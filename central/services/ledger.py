@@ -166,15 +166,25 @@ _CARD_QUERIES = {
 # Many keys: "= ANY(array)" on PostgreSQL keeps one SQL text (so one prepared statement) for any
 # count; SQLite expands an IN list.
 _MANY = {
-    "postgresql": lambda column: column == sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(column.type))),
-    "sqlite": lambda column: column.in_(sa.bindparam("keys", expanding=True)),
+    "postgresql": lambda column, key="keys": column == sa.any_(
+        sa.bindparam(key, type_=postgresql.ARRAY(column.type))),
+    "sqlite": lambda column, key="keys": column.in_(sa.bindparam(key, expanding=True)),
 }
 _LOCK_MANY = {
-    name: sa.select(*_CARD_COLUMNS).select_from(_CARD_LOCK_FROM).where(many(cards.c.number))
+    name: sa.select(*_CARD_COLUMNS).select_from(_CARD_LOCK_FROM)
+    .where(sa.or_(many(cards.c.number), many(cards.c.id, "ids")))
     .order_by(cards.c.id).with_for_update(of=[cards, accounts])
     for name, many in _MANY.items()
 }
 _RECORDED = {name: sa.select(operations.c.id).where(many(operations.c.id)) for name, many in _MANY.items()}
+_OPERATIONS_BY_ID = {
+    name: sa.select(operations.c.id, operations.c.kind, operations.c.approved, operations.c.card_id,
+                    operations.c.amount).where(many(operations.c.id))
+    for name, many in _MANY.items()
+}
+_SETTLED = {name: sa.select(operations.c.settles).where(many(operations.c.settles)) for name, many in _MANY.items()}
+_REFERENCED = {name: sa.select(operations.c.reference).where(many(operations.c.reference), operations.c.approved)
+               for name, many in _MANY.items()}
 _INSERT_OPERATIONS = sa.insert(operations)
 _UPDATE_ACCOUNT = sa.update(accounts).where(accounts.c.id == sa.bindparam("account")).values(
     balance=accounts.c.balance + sa.bindparam("d_balance"), held=accounts.c.held + sa.bindparam("d_held"))
@@ -243,10 +253,24 @@ class Ledger:
     def _dialect(self) -> str:
         return "sqlite" if self.db.sqlite else "postgresql"
 
-    async def lock_cards(self, conn: AsyncConnection, numbers: Sequence[str]) -> dict[str, CardRow]:
-        """Lock many cards that have accounts, in id order (so batches never deadlock each other)."""
-        rows = (await conn.execute(_LOCK_MANY[self._dialect], {"keys": list(numbers)})).all()
-        return {row.number: await self.card_row(conn, row) for row in rows}
+    async def lock_cards(self, conn: AsyncConnection, numbers: Sequence[str],
+                         ids: Sequence[int] = ()) -> list[CardRow]:
+        """Lock many cards that have accounts (by number or id), in id order, so batches never
+        deadlock each other."""
+        rows = (await conn.execute(_LOCK_MANY[self._dialect], {"keys": list(numbers), "ids": list(ids)})).all()
+        return [await self.card_row(conn, row) for row in rows]
+
+    async def operations_by_id(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        rows = await conn.execute(_OPERATIONS_BY_ID[self._dialect], {"keys": list(op_ids)})
+        return {row.id: row for row in rows}
+
+    async def settled_among(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these operations a cancel, confirm, void or expiry has closed already."""
+        return set((await conn.execute(_SETTLED[self._dialect], {"keys": list(op_ids)})).scalars())
+
+    async def referenced_among(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these operations an approved operation refers to (a refund of a payment)."""
+        return set((await conn.execute(_REFERENCED[self._dialect], {"keys": list(op_ids)})).scalars())
 
     async def recorded(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these operation ids are recorded already."""

@@ -242,22 +242,38 @@ class TillService:
             ~sa.exists().where(cancel.c.settles == operations.c.id))
         return (await conn.execute(query)).scalar_one()
 
-    async def _cancel(self, conn, req: TillRequest, now: datetime) -> Outcome:
+    def cancel_refusal(self, req: TillRequest, orig: Any, card: CardRow, *, settled: bool,
+                       refunded: int) -> Outcome | None:
+        """Why a cancellation cannot be made on its locked card, given whether the original was
+        closed already and how much of it was refunded; None if it can."""
         target = CANCELS[req.kind]
-        found = await self._original(conn, req, target)
-        if isinstance(found, Outcome):
-            return found
-        orig, card = found
-        if await self.ledger.settled(conn, orig.id):
+        if settled:
             return card_declined(card, DeclineCode.ALREADY_CANCELLED, f"that {target} was already cancelled")
         if card.state in (CardState.REPLACED, CardState.CLOSED):
             return card_declined(card, usable_decline(card.state), f"card is {card.state}")
-        amount = orig.amount
-        credit = req.kind == K.PAYMENT_CANCEL
-        if req.kind == K.PAYMENT_CANCEL and await self._refunded(conn, orig.id):
+        if req.kind == K.PAYMENT_CANCEL and refunded:
             return card_declined(card, DeclineCode.CANCEL_NOT_ALLOWED, "payment was partly refunded already")
-        if not credit and card.balance - card.held < amount:
+        if req.kind != K.PAYMENT_CANCEL and card.balance - card.held < orig.amount:
             return card_declined(card, DeclineCode.INSUFFICIENT_FUNDS, "the value was already spent")
+        return None
+
+    def cancel_posting(self, req: TillRequest, orig: Any, card: CardRow) -> Outcome:
+        """The compensating entry: a payment cancel credits, the other cancels debit."""
+        amount = orig.amount if req.kind == K.PAYMENT_CANCEL else -orig.amount
+        out = Outcome(True, card, orig.amount, settles=orig.id)
+        out.entries.append(self.ledger.entry(card, _CANCEL_ENTRY[req.kind], amount))
+        return out
+
+    async def _cancel(self, conn, req: TillRequest, now: datetime) -> Outcome:
+        found = await self._original(conn, req, CANCELS[req.kind])
+        if isinstance(found, Outcome):
+            return found
+        orig, card = found
+        refunded = await self._refunded(conn, orig.id) if req.kind == K.PAYMENT_CANCEL else 0
+        refusal = self.cancel_refusal(req, orig, card, settled=await self.ledger.settled(conn, orig.id),
+                                      refunded=refunded)
+        if refusal:
+            return refusal
         if req.kind == K.SALE_CANCEL:
             later = await conn.execute(sa.select(entries.c.id).where(
                 entries.c.card_id == card.id, entries.c.operation_id != orig.id,
@@ -266,9 +282,7 @@ class TillService:
             if later.first() is not None or card.state != CardState.ACTIVE:
                 return card_declined(card, DeclineCode.CARD_USED, "card was used after it was sold")
             await self.ledger.move_card(conn, card, CardEvent.CANCEL_SALE, expires_on=None, activated_at=None)
-        out = Outcome(True, card, amount, settles=orig.id)
-        out.entries.append(self.ledger.entry(card, _CANCEL_ENTRY[req.kind], amount if credit else -amount))
-        return out
+        return self.cancel_posting(req, orig, card)
 
     async def _sale_cancel(self, conn, req, origin, now):
         return await self._cancel(conn, req, now)

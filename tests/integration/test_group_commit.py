@@ -64,3 +64,23 @@ async def test_an_id_recorded_between_check_and_write_sends_the_batch_back_to_si
     assert all(r["approved"] for r in results[1:])
     assert (await world.till("balance", card_number=number))["balance"] == 5000 - 600
     await world.ledger_consistent()
+
+
+async def test_payment_cancels_share_batches_and_close_each_payment_once(world: World):
+    number = await world.sell("FLEX", 20000)
+    payments = [await world.till("payment", card_number=number, amount=1000) for _ in range(6)]
+    refunded = payments[5]
+    await world.till("refund", card_number=number, amount=100, original_txn_id=refunded["txn_id"])
+    before = world.central.group.grouped
+    cancels = [{"txn_id": txn(), "original_txn_id": p["txn_id"]} for p in payments for _ in range(2)]
+    results = await asyncio.gather(*(world.till("payment/cancel", **body) for body in cancels))
+    assert world.central.group.grouped > before
+    by_payment = {}
+    for body, result in zip(cancels, results):
+        by_payment.setdefault(body["original_txn_id"], []).append(result)
+    for payment in payments[:5]:
+        answers = by_payment[payment["txn_id"]]
+        assert sorted(r["decline_code"] or "approved" for r in answers) == ["already_cancelled", "approved"]
+    assert {r["decline_code"] for r in by_payment[refunded["txn_id"]]} == {"cancel_not_allowed"}
+    assert (await world.till("balance", card_number=number))["balance"] == 20000 - 6000 + 100 + 5000
+    await world.ledger_consistent()
