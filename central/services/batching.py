@@ -106,19 +106,20 @@ class GroupCommit:
                 seen.add(req.txn_id)
                 candidates.append(i)
         async with ledger.db.begin() as conn:
-            recorded = await ledger.recorded(conn, [batch[i][0].txn_id for i in candidates])
-            fresh = [i for i in candidates if batch[i][0].txn_id not in recorded]
-            cancelled = [batch[i][0].original_txn_id for i in fresh if batch[i][0].kind == CANCEL]
-            originals = await ledger.operations_by_id(conn, cancelled) if cancelled else {}
-            payments = {o.id: o for o in originals.values() if o.kind == OperationKind.PAYMENT.value and o.approved}
+            cancelled = [batch[i][0].original_txn_id for i in candidates if batch[i][0].kind == CANCEL]
+            known = await ledger.lookup(conn, [batch[i][0].txn_id for i in candidates] + cancelled)
+            fresh = [i for i in candidates if batch[i][0].txn_id not in known]
+            payments = {op_id: known[op_id] for op_id in cancelled
+                        if op_id in known and known[op_id].kind == OperationKind.PAYMENT.value
+                        and known[op_id].approved}
             locked = await ledger.lock_cards(
                 conn, sorted({batch[i][0].card_number for i in fresh if batch[i][0].kind != CANCEL}),
                 sorted({o.card_id for o in payments.values()}))
             by_number = {c.number: c for c in locked}
             by_id = {c.id: c for c in locked}
-            settled = await ledger.settled_among(conn, list(payments)) if payments else set()
+            settled = {op_id for op_id, o in payments.items() if o.settled}
             # A payment with refunds goes alone: the single path weighs which refunds still stand.
-            refunded = await ledger.referenced_among(conn, list(payments)) if payments else set()
+            refunded = {op_id for op_id, o in payments.items() if o.referenced}
             rows, lines = [], []
             for i in fresh:
                 req, origin, _ = batch[i]
@@ -146,9 +147,7 @@ class GroupCommit:
                 answers[i] = (result, False)
             if not rows:
                 return answers
-            await ledger.insert_operations(conn, rows)
-            if lines:
-                await ledger.post(conn, lines, now)
+            await ledger.write_batch(conn, rows, lines, now)
         self.batches += 1
         self.grouped += len(rows)
         return answers

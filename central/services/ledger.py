@@ -176,15 +176,15 @@ _LOCK_MANY = {
     .order_by(cards.c.id).with_for_update(of=[cards, accounts])
     for name, many in _MANY.items()
 }
-_RECORDED = {name: sa.select(operations.c.id).where(many(operations.c.id)) for name, many in _MANY.items()}
-_OPERATIONS_BY_ID = {
-    name: sa.select(operations.c.id, operations.c.kind, operations.c.approved, operations.c.card_id,
-                    operations.c.amount).where(many(operations.c.id))
+_closer, _referrer = operations.alias("closer"), operations.alias("referrer")
+_LOOKUP = {
+    name: sa.select(
+        operations.c.id, operations.c.kind, operations.c.approved, operations.c.card_id, operations.c.amount,
+        sa.exists().where(_closer.c.settles == operations.c.id).label("settled"),
+        sa.exists().where(_referrer.c.reference == operations.c.id, _referrer.c.approved).label("referenced"),
+    ).where(many(operations.c.id))
     for name, many in _MANY.items()
 }
-_SETTLED = {name: sa.select(operations.c.settles).where(many(operations.c.settles)) for name, many in _MANY.items()}
-_REFERENCED = {name: sa.select(operations.c.reference).where(many(operations.c.reference), operations.c.approved)
-               for name, many in _MANY.items()}
 _INSERT_OPERATIONS = sa.insert(operations)
 _UPDATE_ACCOUNT = sa.update(accounts).where(accounts.c.id == sa.bindparam("account")).values(
     balance=accounts.c.balance + sa.bindparam("d_balance"), held=accounts.c.held + sa.bindparam("d_held"))
@@ -215,12 +215,28 @@ _ENTRY_TYPES = {
     "held_delta": "bigint", "balance_after": "bigint", "currency": "varchar", "store_id": "bigint",
     "created_at": "timestamptz",
 }
-_PG_INSERT_OPERATIONS = _json_rows_insert(operations, _OPERATION_TYPES)
 _PG_INSERT_ENTRIES = _json_rows_insert(entries, _ENTRY_TYPES)
 _PG_UPDATE_ACCOUNTS = sa.text(
     "UPDATE accounts AS a SET balance = a.balance + d.d_balance, held = a.held + d.d_held "
     "FROM json_to_recordset(CAST(:rows AS json)) AS d(account bigint, d_balance bigint, d_held bigint) "
     "WHERE a.id = d.account")
+
+
+def _recordset(name: str, columns: dict[str, str]) -> str:
+    record = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
+    return f"json_to_recordset(CAST(:{name} AS json)) AS r({record})"
+
+
+# A whole batch in one statement: data-modifying CTEs all run, and the entries' foreign keys are
+# checked at the end of the statement, when the operations exist.
+_PG_WRITE_BATCH = sa.text(
+    "WITH moved AS (UPDATE accounts AS a SET balance = a.balance + d.d_balance, held = a.held + d.d_held "
+    "FROM json_to_recordset(CAST(:deltas AS json)) AS d(account bigint, d_balance bigint, d_held bigint) "
+    "WHERE a.id = d.account RETURNING 1), "
+    f"posted AS (INSERT INTO entries ({', '.join(_ENTRY_TYPES)}) SELECT {', '.join(_ENTRY_TYPES)} "
+    f"FROM {_recordset('entries', _ENTRY_TYPES)} RETURNING 1) "
+    f"INSERT INTO operations ({', '.join(_OPERATION_TYPES)}) SELECT {', '.join(_OPERATION_TYPES)} "
+    f"FROM {_recordset('operations', _OPERATION_TYPES)}")
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -260,28 +276,27 @@ class Ledger:
         rows = (await conn.execute(_LOCK_MANY[self._dialect], {"keys": list(numbers), "ids": list(ids)})).all()
         return [await self.card_row(conn, row) for row in rows]
 
-    async def operations_by_id(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
-        rows = await conn.execute(_OPERATIONS_BY_ID[self._dialect], {"keys": list(op_ids)})
+    async def lookup(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        """The recorded operations among ``op_ids``, each with whether another operation closed it
+        (``settled``: a cancel, confirm, void or expiry) or refers to it (``referenced``: a refund)."""
+        rows = await conn.execute(_LOOKUP[self._dialect], {"keys": list(op_ids)})
         return {row.id: row for row in rows}
 
-    async def settled_among(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these operations a cancel, confirm, void or expiry has closed already."""
-        return set((await conn.execute(_SETTLED[self._dialect], {"keys": list(op_ids)})).scalars())
+    async def write_batch(self, conn: AsyncConnection, rows: list[dict[str, Any]],
+                          lines: Sequence[tuple[uuid.UUID, int | None, PendingEntry]], now: datetime) -> None:
+        """Record many operations with their entries; an id recorded meanwhile raises IntegrityError.
 
-    async def referenced_among(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these operations an approved operation refers to (a refund of a payment)."""
-        return set((await conn.execute(_REFERENCED[self._dialect], {"keys": list(op_ids)})).scalars())
-
-    async def recorded(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these operation ids are recorded already."""
-        return set((await conn.execute(_RECORDED[self._dialect], {"keys": list(op_ids)})).scalars())
-
-    async def insert_operations(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Record new operations; an id recorded meanwhile raises IntegrityError (roll back, redo)."""
+        On PostgreSQL it is one statement: the account deltas, the entries and the operations
+        travel as three JSON documents.
+        """
         if self.db.sqlite:
             await conn.execute(_INSERT_OPERATIONS, rows)
+            if lines:
+                await self.post(conn, lines, now)
             return
-        await conn.execute(_PG_INSERT_OPERATIONS, _json_rows(rows))
+        deltas, entry_rows = self._entry_rows(lines, now)
+        documents = {"deltas": deltas, "entries": entry_rows, "operations": rows}
+        await conn.execute(_PG_WRITE_BATCH, {k: json.dumps(v, default=str) for k, v in documents.items()})
 
     async def card_row(self, conn: AsyncConnection, row: Any) -> CardRow:
         return CardRow(
@@ -399,6 +414,18 @@ class Ledger:
     async def post(self, conn: AsyncConnection, lines: Sequence[tuple[uuid.UUID, int | None, PendingEntry]],
                    now: datetime) -> None:
         """Write entries (operation id, store id, line) and move each account's balance by their sum."""
+        updates, rows = self._entry_rows(lines, now)
+        if self.db.sqlite or len(rows) == 1:
+            await conn.execute(_UPDATE_ACCOUNT, updates[0] if len(updates) == 1 else updates)
+            await conn.execute(_INSERT_ENTRY, rows[0] if len(rows) == 1 else rows)
+            return
+        await conn.execute(_PG_UPDATE_ACCOUNTS, _json_rows(updates))
+        await conn.execute(_PG_INSERT_ENTRIES, _json_rows(rows))
+
+    @staticmethod
+    def _entry_rows(lines: Sequence[tuple[uuid.UUID, int | None, PendingEntry]], now: datetime
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Per-account deltas and entry rows for a set of ledger lines."""
         deltas: dict[int, list[int]] = {}
         for _, _, e in lines:
             d = deltas.setdefault(e.account_id, [0, 0])
@@ -408,12 +435,7 @@ class Ledger:
         rows = [dict(operation_id=op_id, card_id=e.card_id, account_id=e.account_id, kind=e.kind.value,
                      amount=e.amount, held_delta=e.held_delta, balance_after=e.balance_after,
                      currency=e.currency, store_id=store_id, created_at=now) for op_id, store_id, e in lines]
-        if self.db.sqlite or len(rows) == 1:
-            await conn.execute(_UPDATE_ACCOUNT, updates[0] if len(updates) == 1 else updates)
-            await conn.execute(_INSERT_ENTRY, rows[0] if len(rows) == 1 else rows)
-            return
-        await conn.execute(_PG_UPDATE_ACCOUNTS, _json_rows(updates))
-        await conn.execute(_PG_INSERT_ENTRIES, _json_rows(rows))
+        return updates, rows
 
     @staticmethod
     def result(op_id: uuid.UUID, kind: OperationKind, outcome: Outcome, now: datetime) -> dict[str, Any]:
