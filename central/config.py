@@ -23,7 +23,7 @@ class CentralConfig:
     # Key of the eCode HMAC, hex. Empty: read (or create once) data_dir/ecode.key.
     ecode_key: str = ""
     db_pool_size: int = 10
-    # Group commit: till payments and top-ups arriving together share one transaction.
+    # Group commit: till payments, top-ups and payment cancels arriving together share one transaction.
     group_commit: bool = True
     group_commit_max: int = 64
     group_commit_in_flight: int = 1  # batches of one worker in the database at once

@@ -117,6 +117,10 @@ class GroupCommit:
                 sorted({o.card_id for o in payments.values()}))
             by_number = {c.number: c for c in locked}
             by_id = {c.id: c for c in locked}
+            if payments:
+                # Read again under the card locks: a refund or cancel of these payments committed
+                # before the lock is seen now, and a later one waits for this batch.
+                payments = await ledger.lookup(conn, list(payments))
             settled = {op_id for op_id, o in payments.items() if o.settled}
             # A payment with refunds goes alone: the single path weighs which refunds still stand.
             refunded = {op_id for op_id, o in payments.items() if o.referenced}
