@@ -4,9 +4,10 @@
    manages for small read-write transactions.
 2. A throwaway Tessera database: migrated, seeded with an open-value programme, a store, a till and
    N active cards (issue -> pack -> authorize -> activate the pack with a starting value).
-3. ``tessera central serve`` as a subprocess, and one load-generator process (this one) keeping
-   ``--concurrency`` keep-alive requests in flight for ``--seconds``: ~75 % payments, ~10 % balance
-   inquiries, ~10 % top-ups, ~5 % cancels of earlier approved payments; a fresh txn_id each.
+3. ``tessera central serve`` as a subprocess, and a load generator keeping ``--concurrency`` keep-alive
+   requests in flight for ``--seconds``: ~75 % payments, ~10 % balance inquiries, ~10 % top-ups, ~5 %
+   cancels of earlier approved payments; a fresh txn_id each. ``--load wrk`` (the default when ``wrk`` is
+   on PATH) runs wrk with a Lua script making that mix; ``--load python`` runs aiohttp in this process.
 4. The figures, the CPU split between client, server and PostgreSQL, and the ledger invariant
    (every account's balance and held equal the sums of its entries).
 
@@ -84,6 +85,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--log-level", default="INFO",
                    help="the server's log level (default INFO, the product default: one access-log line per request)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the request mix")
+    p.add_argument("--load", choices=("wrk", "python"),
+                   help="load generator: wrk (C, a Lua script makes the mix; whole seconds only) or python (aiohttp"
+                        " in this process, ~0.25 ms CPU per request taken from the server); default wrk when it is"
+                        " on PATH, else python")
     p.add_argument("--profile", metavar="DIR",
                    help="sample the server workers with py-spy (pip install py-spy) during the measured window;"
                         " raw stacks go to DIR and the hottest functions are printed")
@@ -91,6 +96,19 @@ def parse_args() -> argparse.Namespace:
     if args.seconds <= 0 or args.concurrency < 1 or args.workers < 1 or args.cards < 1:
         p.error("seconds, concurrency, workers and cards must be positive")
     args.pgbench_seconds = max(1, round(args.pgbench_seconds or args.seconds))
+    args.load_note = ""
+    args.wrk = shutil.which("wrk")
+    if args.load is None:
+        args.load = "wrk" if args.wrk else "python"
+        if not args.wrk:
+            args.load_note = "wrk is not on PATH (apt-get install wrk): the load comes from the Python generator"
+    elif args.load == "wrk" and not args.wrk:
+        args.load = "python"
+        args.load_note = "--load wrk, but wrk is not on PATH (apt-get install wrk): the Python generator instead"
+    if args.load == "wrk":  # wrk takes whole seconds
+        args.seconds, args.warmup = max(1, round(args.seconds)), max(0, round(args.warmup))
+        args.wrk_threads = min(2, args.concurrency)
+        args.wrk_connections = args.concurrency - args.concurrency % args.wrk_threads
     return args
 
 
@@ -346,6 +364,178 @@ async def run_load(base: str, token: str, numbers: list[str], concurrency: int, 
     return samples, t_measure, t_end
 
 
+# -- load with wrk ---------------------------------------------------------------------------------
+
+# The same mix as run_load, for wrk (one Lua state per wrk thread; setup and done run in the main one).
+# init(args): args[1] the card-number file (one per line), args[2] a number unique to this wrk run, args[3]
+# the seed. txn_id = <run>-<thread>-4<random>-<variant+random>-<per-thread counter>: unique across runs and
+# threads. response() reads the decision from the JSON answer to count outcomes and to remember approved
+# payments (with their card: the answer masks it) for later cancels, as the Python generator does. wrk
+# calls request() once more in thread 1 to check the script and never sends that one: "sent" counts it.
+WRK_SCRIPT = r"""
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+
+local PAYMENT, BALANCE = "/api/v1/till/payment", "/api/v1/till/balance"
+local TOPUP, CANCEL = "/api/v1/till/topup", "/api/v1/till/payment/cancel"
+local random, format = math.random, string.format
+local cards, n_cards, run, counter
+local pending = {}                -- txn_id of a payment in flight -> its card
+local paid_txn, paid_card = {}, {} -- approved payments not cancelled yet
+
+function init(args)
+  cards = {}
+  for line in io.lines(args[1]) do
+    if #line > 0 then cards[#cards + 1] = line end
+  end
+  n_cards = #cards
+  run = tonumber(args[2])
+  math.randomseed(tonumber(args[3]) * 1000 + id)
+  counter = 0
+  counts = {}  -- global: done() collects it with thread:get
+end
+
+local function bump(key)
+  counts[key] = (counts[key] or 0) + 1
+end
+
+local function txn_id()
+  counter = counter + 1
+  return format("%08x-%04x-4%03x-%04x-%012x", run, id, random(0, 4095), 32768 + random(0, 16383), counter)
+end
+
+function request()
+  local r, n = random(), #paid_txn
+  local path, body
+  if r < 0.75 or (r >= 0.95 and n == 0) then
+    local txn, card = txn_id(), cards[random(n_cards)]
+    pending[txn] = card
+    path, body = PAYMENT, format('{"txn_id":"%s","card_number":"%s","amount":%d}', txn, card, random(100, 5000))
+    bump("sent:payment")
+  elseif r < 0.85 then
+    path, body = BALANCE, format('{"card_number":"%s"}', cards[random(n_cards)])
+    bump("sent:balance")
+  elseif r < 0.95 then
+    path, body = TOPUP, format('{"txn_id":"%s","card_number":"%s","amount":%d}', txn_id(), cards[random(n_cards)],
+                               random(1000, 20000))
+    bump("sent:topup")
+  else
+    local i = random(n)
+    local txn, card = paid_txn[i], paid_card[i]
+    paid_txn[i], paid_card[i] = paid_txn[n], paid_card[n]
+    paid_txn[n], paid_card[n] = nil, nil
+    path, body = CANCEL, format('{"txn_id":"%s","original_txn_id":"%s","card_number":"%s"}', txn_id(), txn, card)
+    bump("sent:payment_cancel")
+  end
+  return wrk.format("POST", path, nil, body)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    bump("http_" .. status)
+    return
+  end
+  local op = body:match('"operation":%s*"([%w_]+)"')
+  if op == nil then  -- a balance inquiry
+    bump(body:find('"found":%s*true') and "balance:ok" or "balance:declined")
+    return
+  end
+  local approved = body:match('"approved":%s*(%a+)') == "true"
+  bump(op .. (approved and ":approved" or ":declined"))
+  if op == "payment" then
+    local txn = body:match('"txn_id":%s*"([%x-]+)"')
+    local card = pending[txn]
+    if card then
+      pending[txn] = nil
+      if approved then
+        paid_txn[#paid_txn + 1], paid_card[#paid_card + 1] = txn, card
+      end
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for key, n in pairs(thread:get("counts")) do total[key] = (total[key] or 0) + n end
+  end
+  for key, n in pairs(total) do io.write(format("TESSERA count %s %.0f\n", key, n)) end
+  io.write(format("TESSERA duration_us %.0f\n", summary.duration))
+  io.write(format("TESSERA requests %.0f\n", summary.requests))
+  io.write(format("TESSERA latency_us 99.9 %.0f\n", latency:percentile(99.9)))
+  io.write(format("TESSERA latency_us max %.0f\n", latency.max))
+end
+"""
+
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+@dataclass
+class WrkRun:
+    seconds: float  # wrk's own measured duration
+    requests: int  # answered requests, any status
+    requests_per_s: float  # wrk's Requests/sec (any status)
+    latency_ms: dict[str, float]  # "50", "75", "90", "99" (--latency), "99.9" and "max" (from done())
+    socket_errors: dict[str, int]  # connect, read, write, timeout
+    non_2xx: int
+    counts: Counter  # "sent:<op>", "<op>:<outcome>" (HTTP 200), "http_<status>", over all threads
+    cpu: tuple[float, float]  # wrk's user and system CPU seconds
+    output: str
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+def run_wrk(wrk: str, base: str, token: str, script: Path, cards_file: Path, threads: int, connections: int,
+            seconds: int, seed: int, run: int) -> WrkRun:
+    """One wrk run of ``seconds`` with the till mix; its figures and its own CPU (wait4 on the child)."""
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency",
+           "-s", str(script), "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
+           f"{base}/", "--", str(cards_file), str(run), str(seed)]
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+
+    def need(pattern: str) -> re.Match:
+        m = re.search(pattern, text, re.MULTILINE)
+        if proc.returncode != 0 or not m:
+            raise SystemExit(f"wrk failed (exit {proc.returncode}) or its output is not understood:\n{text[-3000:]}")
+        return m
+
+    need(r"^\s*\d+ requests in ")
+    latency = {m.group(1): float(m.group(2)) * _TIME_UNITS_MS[m.group(3)]
+               for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)}
+    if len(latency) != 4:
+        raise SystemExit(f"no latency distribution in wrk's output:\n{text[-3000:]}")
+    for name in ("99.9", "max"):
+        latency[name] = int(need(rf"^TESSERA latency_us {re.escape(name)} (\d+)$").group(1)) / 1000
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    counts = Counter({m.group(1): int(m.group(2))
+                      for m in re.finditer(r"^TESSERA count (\S+) (\d+)$", text, re.MULTILINE)})
+    result = WrkRun(
+        seconds=int(need(r"^TESSERA duration_us (\d+)$").group(1)) / 1e6,
+        requests=int(need(r"^TESSERA requests (\d+)$").group(1)),
+        requests_per_s=float(need(r"^Requests/sec:\s+([\d.]+)").group(1)),
+        latency_ms=latency,
+        socket_errors=dict(zip(("connect", "read", "write", "timeout"),
+                               (int(g) for g in sock.groups()) if sock else (0, 0, 0, 0))),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        counts=counts, cpu=(usage.ru_utime, usage.ru_stime), output=text)
+    answered = sum(n for k, n in counts.items() if not k.startswith("sent:"))
+    if answered != result.requests:  # every answer went through response()
+        raise SystemExit(f"wrk counted {result.requests} answers, the Lua script {answered}:\n{text[-3000:]}")
+    return result
+
+
 # -- profiling -------------------------------------------------------------------------------------
 
 
@@ -451,13 +641,114 @@ def check_ledger(url: str) -> dict:
     return {"bad": bad, "accounts": accounts, "negative": negative, "ops": ops, "entries": entries}
 
 
+@dataclass
+class Figures:
+    """What the CPU table and the ledger comparison need from either load generator."""
+    payments_ps: float
+    all_ps: float
+    answered: int  # answers over the whole run (warm-up included), for CPU per request
+    errors: int  # non-200 answers and transport errors over the whole run
+    seen: Counter  # (op, outcome) of the HTTP-200 answers over the whole run
+    sent: Counter  # op -> requests sent over the whole run (wrk stops with requests in flight)
+
+
+def print_server_errors(server_errors: list[str]) -> None:
+    print(f"  server log lines at level=error: {len(server_errors)}")
+    for line in server_errors[:3]:
+        print("    " + line[:300])
+
+
+def python_figures(samples: list[Sample], t_measure: float, t_end: float, warmup: float,
+                   server_errors: list[str]) -> Figures:
+    window = [s for s in samples if s.start >= t_measure and s.end <= t_end]
+    measured = t_end - t_measure
+    by_op: dict[str, list[Sample]] = defaultdict(list)
+    for s in window:
+        by_op[s.op].append(s)
+    ok = [s for s in window if s.status == 200]
+    errors = [s for s in samples if s.status != 200]
+    outcomes = Counter((s.op, s.outcome) for s in window)
+    payments_ps = sum(1 for s in by_op[PAYMENT] if s.status == 200) / measured
+    all_ps = len(ok) / measured
+
+    print("\n== Results (measured window: %.1f s after %.1f s warm-up) ==" % (measured, warmup))
+    print(f"  payments/s (approved + declined): {payments_ps:10,.1f}")
+    print(f"  all till requests/s (HTTP 200):   {all_ps:10,.1f}")
+    print(f"  errors (non-200 or transport), whole run incl. warm-up: {len(errors)}"
+          + (f"  {dict(Counter(s.outcome for s in errors))}" if errors else ""))
+    print_server_errors(server_errors)
+    print("\n  outcomes in window:")
+    for op in (PAYMENT, BALANCE, TOPUP, CANCEL):
+        parts = ", ".join(f"{o} {n:,}" for (o_op, o), n in sorted(outcomes.items()) if o_op == op)
+        print(f"    {op:<16} {len(by_op[op]):>8,}  ({parts})")
+    print("\n  latency ms         count      p50     p90     p99    p99.9      max")
+    print(latency_row("all", [s.end - s.start for s in ok]))
+    for op in (PAYMENT, BALANCE, TOPUP, CANCEL):
+        print(latency_row(op, [s.end - s.start for s in by_op[op] if s.status == 200]))
+    answered = [s for s in samples if s.status == 200]
+    return Figures(payments_ps, all_ps, len(samples), len(errors),
+                   seen=Counter((s.op, s.outcome) for s in answered), sent=Counter(s.op for s in answered))
+
+
+def wrk_figures(runs: list[WrkRun], args: argparse.Namespace, server_errors: list[str]) -> Figures:
+    m = runs[-1]  # the measured run; a warm-up run before it when --warmup > 0
+    c = m.counts
+    payments = c["payment:approved"] + c["payment:declined"]
+    payments_ps = payments / m.seconds
+    all_ps = (m.requests - m.non_2xx) / m.seconds
+    errors = sum(r.errors for r in runs)
+    error_kinds = Counter()
+    for r in runs:
+        error_kinds.update({k: n for k, n in r.counts.items() if k.startswith("http_")})
+        error_kinds.update({f"socket_{k}": n for k, n in r.socket_errors.items() if n})
+
+    warm = f"after a separate {args.warmup} s warm-up run" if args.warmup else "without warm-up"
+    print(f"\n== Results (measured wrk run: {m.seconds:.1f} s {warm}; wrk -t{args.wrk_threads}"
+          f" -c{args.wrk_connections}) ==")
+    print(f"  payments/s (approved + declined): {payments_ps:10,.1f}"
+          f"  ({100 * payments / max(m.requests, 1):.1f} % of the answers)")
+    print(f"  all till requests/s (HTTP 200):   {all_ps:10,.1f}  (wrk's Requests/sec, any status:"
+          f" {m.requests_per_s:,.1f})")
+    print(f"  errors (non-2xx or socket), whole run incl. warm-up: {errors}"
+          + (f"  {dict(error_kinds)}" if errors else ""))
+    print_server_errors(server_errors)
+    print("\n  outcomes in the measured run:")
+    for op in (PAYMENT, BALANCE, TOPUP, CANCEL):
+        parts = sorted((k.split(":", 1)[1], n) for k, n in c.items() if k.startswith(op + ":"))
+        print(f"    {op:<16} {sum(n for _, n in parts):>8,}  ({', '.join(f'{o} {n:,}' for o, n in parts)})")
+    in_flight = sum(c[f"sent:{op}"] for op in (PAYMENT, BALANCE, TOPUP, CANCEL)) - m.requests
+    print(f"    sent but unanswered when wrk stopped: {in_flight} (in flight; counts the one request per run wrk"
+          " builds to check the script and never sends)")
+    lat = m.latency_ms
+    print("\n  latency ms (wrk)   count      p50     p75     p90     p99    p99.9      max")
+    print(f"  {'all (any status)':<16} {m.requests:>8,}  {lat['50']:>7.2f} {lat['75']:>7.2f} {lat['90']:>7.2f}"
+          f" {lat['99']:>7.2f} {lat['99.9']:>8.2f} {lat['max']:>8.2f}")
+    print("  (wrk keeps one histogram, with its coordinated-omission correction: latencies above twice the mean"
+          " add synthetic samples, so the tail reads higher than --load python's; per-operation figures need"
+          " --load python)")
+    seen, sent = Counter(), Counter()
+    for r in runs:
+        for key, n in r.counts.items():
+            if key.startswith("sent:"):
+                sent[key[5:]] += n
+            elif ":" in key:
+                seen[tuple(key.split(":", 1))] += n
+    return Figures(payments_ps, all_ps, sum(r.requests for r in runs), errors, seen, sent)
+
+
 def main() -> int:
     args = parse_args()
     settings = pg_settings()
     print("Tessera central till benchmark", flush=True)
+    load = (f"wrk (-t{args.wrk_threads} -c{args.wrk_connections}, Lua mix)" if args.load == "wrk"
+            else "python (aiohttp in this process)")
     print(f"  settings: seconds={args.seconds:g} warmup={args.warmup:g} concurrency={args.concurrency}"
           f" workers={args.workers} cards={args.cards:,} pgbench: -s {args.scale} -c {args.pgbench_clients}"
-          f" -j 2 -T {args.pgbench_seconds} server log level={args.log_level} seed={args.seed}")
+          f" -j 2 -T {args.pgbench_seconds} server log level={args.log_level} seed={args.seed} load={load}")
+    if args.load_note:
+        print(f"  note: {args.load_note}")
+    if args.load == "wrk" and args.wrk_connections != args.concurrency:
+        print(f"  note: wrk spreads connections evenly over its threads: {args.wrk_connections} connections")
     print(f"  machine: {os.cpu_count()} CPUs; PostgreSQL {settings['server_version']} fsync={settings['fsync']}"
           f" synchronous_commit={settings['synchronous_commit']} shared_buffers={settings['shared_buffers']}"
           f" max_connections={settings['max_connections']}; Python {sys.version.split()[0]}")
@@ -486,10 +777,15 @@ def main() -> int:
                 tm = seeded["timings"]
                 print(f"      done in {time.monotonic() - t0:.1f} s (issue {tm['issue']:.1f} s,"
                       f" packs {tm['pack']:.1f} s, activation {tm['activate']:.1f} s)", flush=True)
+                if args.load == "wrk":
+                    script, cards_file = data_dir / "till_mix.lua", data_dir / "cards.txt"
+                    script.write_text(WRK_SCRIPT)
+                    cards_file.write_text("\n".join(seeded["numbers"]) + "\n")
 
                 print(f"\n[3/4] serving with {args.workers} worker(s), {args.concurrency} requests in flight for"
-                      f" {args.warmup:g} s warm-up + {args.seconds:g} s ...", flush=True)
+                      f" {args.warmup:g} s warm-up + {args.seconds:g} s ({args.load} load) ...", flush=True)
                 server = start_server(url, data_dir, args.workers, args.log_level)
+                base = f"http://127.0.0.1:{server.port}"
                 server_pids = server.pids()
                 worker_pids = server.worker_pids()
                 backends0 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
@@ -498,15 +794,21 @@ def main() -> int:
                 profilers = (start_profilers(server, Path(args.profile), args.warmup, args.seconds)
                              if args.profile else [])
                 mach0 = machine_cpu()
-                samples, t_measure, t_end = _run_fast(run_load(
-                    f"http://127.0.0.1:{server.port}", seeded["token"], seeded["numbers"], args.concurrency,
-                    args.warmup, args.seconds, args.seed))
+                wall0 = time.perf_counter()
+                if args.load == "wrk":
+                    runs = [run_wrk(args.wrk, base, seeded["token"], script, cards_file, args.wrk_threads,
+                                    args.wrk_connections, seconds, args.seed, run=i + 1)
+                            for i, seconds in enumerate(s for s in (args.warmup, args.seconds) if s)]
+                else:
+                    samples, t_measure, t_end = _run_fast(run_load(
+                        base, seeded["token"], seeded["numbers"], args.concurrency, args.warmup, args.seconds,
+                        args.seed))
                 mach1 = machine_cpu()
                 self1 = resource.getrusage(resource.RUSAGE_SELF)
                 server1 = {p: proc_cpu(p) for p in server.pids()}
                 backends1 = {p: proc_cpu(p) for p in postgres_backends(dbname)}
-                wall = time.perf_counter() - (t_measure - args.warmup)
-                with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5) as r:
+                wall = time.perf_counter() - wall0
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
                     grouping = json.loads(r.read())["group_commit"]  # of the worker that answers
                 for prof in profilers:
                     if isinstance(prof, subprocess.Popen):
@@ -527,55 +829,37 @@ def main() -> int:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     # -- figures ------------------------------------------------------------------------------------
-    window = [s for s in samples if s.start >= t_measure and s.end <= t_end]
-    measured = t_end - t_measure
-    by_op: dict[str, list[Sample]] = defaultdict(list)
-    for s in window:
-        by_op[s.op].append(s)
-    ok = [s for s in window if s.status == 200]
-    errors = [s for s in samples if s.status != 200]
-    outcomes = Counter((s.op, s.outcome) for s in window)
-    payments_ps = sum(1 for s in by_op[PAYMENT] if s.status == 200) / measured
-    all_ps = len(ok) / measured
-
-    print("\n== Results (measured window: %.1f s after %.1f s warm-up) ==" % (measured, args.warmup))
-    print(f"  payments/s (approved + declined): {payments_ps:10,.1f}")
-    print(f"  all till requests/s (HTTP 200):   {all_ps:10,.1f}")
-    print(f"  errors (non-200 or transport), whole run incl. warm-up: {len(errors)}"
-          + (f"  {dict(Counter(s.outcome for s in errors))}" if errors else ""))
-    print(f"  server log lines at level=error: {len(server_errors)}")
-    if server_errors:
-        for line in server_errors[:3]:
-            print("    " + line[:300])
-    print("\n  outcomes in window:")
-    for op in (PAYMENT, BALANCE, TOPUP, CANCEL):
-        parts = ", ".join(f"{o} {n:,}" for (o_op, o), n in sorted(outcomes.items()) if o_op == op)
-        print(f"    {op:<16} {len(by_op[op]):>8,}  ({parts})")
-    print("\n  latency ms         count      p50     p90     p99    p99.9      max")
-    print(latency_row("all", [s.end - s.start for s in ok]))
-    for op in (PAYMENT, BALANCE, TOPUP, CANCEL):
-        print(latency_row(op, [s.end - s.start for s in by_op[op] if s.status == 200]))
+    if args.load == "wrk":
+        fig = wrk_figures(runs, args, server_errors)
+    else:
+        fig = python_figures(samples, t_measure, t_end, args.warmup, server_errors)
 
     if baseline:
         print(f"\n  pgbench tps:                          {baseline['tps']:10,.1f}"
               f"  (latency avg {baseline['latency_avg_ms']} ms)")
-        print(f"  payments/s / pgbench tps:             {payments_ps / baseline['tps']:10.3f}")
-        print(f"  all till requests/s / pgbench tps:    {all_ps / baseline['tps']:10.3f}")
+        print(f"  payments/s / pgbench tps:             {fig.payments_ps / baseline['tps']:10.3f}")
+        print(f"  all till requests/s / pgbench tps:    {fig.all_ps / baseline['tps']:10.3f}")
 
     def split(after: dict, before: dict) -> tuple[float, float]:
         user = sum(u - before.get(p, (0.0, 0.0))[0] for p, (u, _) in after.items())
         system = sum(k - before.get(p, (0.0, 0.0))[1] for p, (_, k) in after.items())
         return user, system
 
+    this = (self1.ru_utime - self0.ru_utime, self1.ru_stime - self0.ru_stime)
+    if args.load == "wrk":
+        load_cpu = {"load generator (wrk)": tuple(sum(r.cpu[i] for r in runs) for i in (0, 1)),
+                    "this process (waiting for wrk)": this}
+    else:
+        load_cpu = {"load generator (this process)": this}
     cpu = {
-        "load generator (this process)": (self1.ru_utime - self0.ru_utime, self1.ru_stime - self0.ru_stime),
+        **load_cpu,
         "central server processes": split(server1, server0),
         "PostgreSQL backends of the db": split(backends1, backends0),
     }
     busy = (mach1[0] - mach0[0]) / max(mach1[1] - mach0[1], 1)
     cores = os.cpu_count() or 1
-    n = max(len(samples), 1)
-    print(f"\n  CPU during the load ({wall:.1f} s wall, {cores} CPUs = {cores * wall:.0f} CPU-s):"
+    n = max(fig.answered, 1)
+    print(f"\n  CPU during the load ({wall:.1f} s wall incl. warm-up, {cores} CPUs = {cores * wall:.0f} CPU-s):"
           f" machine busy {100 * busy:.0f} %")
     print(f"    {'':<34} {'CPU-s':>6} {'user':>6} {'sys':>6}  per request")
     for name, (user, system) in cpu.items():
@@ -587,15 +871,20 @@ def main() -> int:
     print(f"    {'everything else on the machine':<34} {max(other, 0):6.1f}"
           "                (other processes, PostgreSQL's background writers)")
 
-    # Every request the client saw answered must be in the ledger as exactly one operation.
-    sent = Counter((s.op, s.outcome) for s in samples if s.status == 200 and s.op != BALANCE)
+    # Every request the client saw answered must be in the ledger as exactly one operation. wrk stops with
+    # requests in flight: the server may record those without the client seeing the answer, so per kind
+    # the ledger may hold more than was seen, but never more than was sent.
     recorded = ledger["ops"]
     mismatch = []
     for op in (PAYMENT, TOPUP, CANCEL):
-        for outcome, flag in (("approved", "true"), ("declined", "false")):
-            got = recorded.get(f"{op}:{flag}", 0)
-            if got != sent[(op, outcome)]:
-                mismatch.append(f"{op} {outcome}: client {sent[(op, outcome)]}, ledger {got}")
+        got = {o: recorded.get(f"{op}:{flag}", 0) for o, flag in (("approved", "true"), ("declined", "false"))}
+        saw = {o: fig.seen[(op, o)] for o in got}
+        if any(got[o] < saw[o] for o in got) or sum(got.values()) > fig.sent[op]:
+            mismatch.append(f"{op}: client saw approved {saw['approved']}, declined {saw['declined']} of"
+                            f" {fig.sent[op]} sent; ledger approved {got['approved']}, declined {got['declined']}")
+    seen_ops = sum(n for (op, _), n in fig.seen.items() if op != BALANCE)
+    unseen = sum(fig.sent[op] for op in (PAYMENT, TOPUP, CANCEL)) - seen_ops
+    extra = sum(n for kind, n in recorded.items() if kind.split(":")[0] in (PAYMENT, TOPUP, CANCEL)) - seen_ops
     inv_ok = ledger["bad"] == 0 and ledger["negative"] == 0
     if grouping["batches"]:
         print(f"\n  group commit (one worker's counters): {grouping['operations']:,} operations in"
@@ -604,10 +893,13 @@ def main() -> int:
     print(f"\n  ledger invariant (balance = sum(entries.amount), held = sum(entries.held_delta)) over"
           f" {ledger['accounts']:,} accounts, {ledger['entries']:,} entries: {'OK' if inv_ok else 'FAIL'}"
           + ("" if inv_ok else f" ({ledger['bad']} accounts differ, {ledger['negative']} negative)"))
-    if errors:
+    if fig.errors:
         print("  operations recorded vs answers seen: not compared (some requests failed)")
     else:
-        print(f"  operations recorded vs answers seen: {'OK' if not mismatch else 'FAIL ' + '; '.join(mismatch)}")
+        note = (f" (wrk stopped with {unseen} operations in flight, unseen: the ledger holds {extra} of them)"
+                if unseen else "")
+        print(f"  operations recorded vs answers seen: {'OK' if not mismatch else 'FAIL ' + '; '.join(mismatch)}"
+              + note)
     if args.profile:
         profile_report(Path(args.profile))
     return 0 if inv_ok and not mismatch else 1
