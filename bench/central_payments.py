@@ -75,8 +75,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20, help="measured load duration (default 20)")
     p.add_argument("--warmup", type=float, default=2, help="unmeasured load before it (default 2)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="central server processes (default 1: on 2 cores PostgreSQL and the load need the other)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="central server processes (default 2; with the python load generator 1 does as well)")
     p.add_argument("--cards", type=int, default=20_000, help="active cards to spread the load on (default 20000)")
     p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench -c (default 16)")
     p.add_argument("--pgbench-seconds", type=float, help="pgbench -T (default: --seconds)")

@@ -79,10 +79,16 @@ def serve(config: CentralConfig, workers: int = 1) -> None:
         p.join()
 
 
-def _progress(done: int, total: int) -> None:
-    print(f"\rissued {done:,} / {total:,} cards ({100 * done // total}%)", end="", file=sys.stderr, flush=True)
-    if done == total:
-        print(file=sys.stderr)
+def _progress_of(what: str):
+    def progress(done: int, total: int) -> None:
+        print(f"\r{what} {done:,} / {total:,} ({100 * done // total}%)", end="", file=sys.stderr, flush=True)
+        if done == total:
+            print(file=sys.stderr)
+
+    return progress
+
+
+_progress = _progress_of("cards issued")
 
 
 async def issue_cards(config: CentralConfig, programme: str, quantity: int, track_expiry: str | None) -> dict:
@@ -107,7 +113,8 @@ async def resume_issue(config: CentralConfig, issue_id: int) -> dict:
 async def bulk_load(config: CentralConfig, path: Path) -> dict:
     central = Central.open(config)
     try:
-        result = await central.bulk.load(path.read_text(encoding="utf-8-sig"), path.name, "cli", _progress)
+        result = await central.bulk.load(path.read_text(encoding="utf-8-sig"), path.name, "cli",
+                                         _progress_of("lines loaded"))
     finally:
         await central.close()
     result_path = path.with_name(path.stem + ".result.csv")
