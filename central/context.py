@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .config import CentralConfig
@@ -55,3 +57,13 @@ class Central:
 
     async def close(self) -> None:
         await self.db.close()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def session(cls, config: CentralConfig) -> AsyncIterator[Central]:
+        """``async with Central.session(config) as central:`` for tools that run and stop (CLI, demo)."""
+        central = cls.open(config)
+        try:
+            yield central
+        finally:
+            await central.close()

@@ -92,44 +92,31 @@ _progress = _progress_of("cards issued")
 
 
 async def issue_cards(config: CentralConfig, programme: str, quantity: int, track_expiry: str | None) -> dict:
-    central = Central.open(config)
-    try:
+    async with Central.session(config) as central:
         async with central.db.begin() as conn:
             issue_id = await central.issuing.start_issue(conn, programme, quantity, "cli", track_expiry)
         return await central.issuing.run_issue(issue_id, _progress)
-    finally:
-        await central.close()
 
 
 async def resume_issue(config: CentralConfig, issue_id: int) -> dict:
-    central = Central.open(config)
-    try:
+    async with Central.session(config) as central:
         await central.issuing.claim_for_resume(issue_id)
         return await central.issuing.run_issue(issue_id, _progress)
-    finally:
-        await central.close()
 
 
 async def bulk_load(config: CentralConfig, path: Path) -> dict:
-    central = Central.open(config)
-    try:
+    async with Central.session(config) as central:
         result = await central.bulk.load(path.read_text(encoding="utf-8-sig"), path.name, "cli",
                                          _progress_of("lines loaded"))
-    finally:
-        await central.close()
     result_path = path.with_name(path.stem + ".result.csv")
     result_path.write_text(result.pop("result_csv"))
     return {**result, "result_file": str(result_path)}
 
 
 async def create_user(config: CentralConfig, username: str, role: str, password: str) -> None:
-    central = Central.open(config)
-    try:
-        async with central.db.begin() as conn:
-            await central.admin.create_user(conn, username, password, role)
-            await audit(conn, "cli", "user_create", f"user:{username}", {"role": role})
-    finally:
-        await central.close()
+    async with Central.session(config) as central, central.db.begin() as conn:
+        await central.admin.create_user(conn, username, password, role)
+        await audit(conn, "cli", "user_create", f"user:{username}", {"role": role})
 
 
 def main(argv: list[str] | None = None) -> int:

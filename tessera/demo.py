@@ -22,8 +22,7 @@ DEMO_PASSWORD = "tessera-demo"
 
 async def seed_demo(config: CentralConfig) -> dict:
     """Create the demo's programmes, store, users, terminals, cards and packs; return what to try."""
-    central = Central.open(config)
-    try:
+    async with Central.session(config) as central:
         async with central.db.begin() as conn:
             if (await conn.execute(sa.text("SELECT count(*) FROM programmes"))).scalar():
                 raise SystemExit(f"demo data exists already in {config.data_dir}: remove it to start fresh")
@@ -53,8 +52,6 @@ async def seed_demo(config: CentralConfig) -> dict:
                 first = stock[0]
         return {"till_token": till["token"], "web_token": website["token"], "card": first["card_number"],
                 "ecode": first["ecode"], "packs": packs}
-    finally:
-        await central.close()
 
 
 def run_demo(data_dir: Path, port: int) -> int:
