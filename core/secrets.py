@@ -12,14 +12,21 @@ import hashlib
 import hmac
 import secrets as _random
 
-__all__ = ["new_ecode", "hash_ecode", "ecode_matches", "new_token", "hash_token"]
+__all__ = ["new_ecode", "new_ecodes", "hash_ecode", "ecode_matches", "new_token", "hash_token"]
 
 _ECODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read off a scratch panel
 
 
+def new_ecodes(count: int, length: int = 10) -> list[str]:
+    """``count`` random eCodes of ``length`` unambiguous characters (one random draw for all)."""
+    raw = _random.token_bytes(count * length)
+    # 32 symbols: the low five bits of a random byte pick one without bias.
+    return ["".join(_ECODE_ALPHABET[b & 31] for b in raw[i:i + length]) for i in range(0, len(raw), length)]
+
+
 def new_ecode(length: int = 10) -> str:
     """A random eCode of ``length`` unambiguous characters."""
-    return "".join(_random.choice(_ECODE_ALPHABET) for _ in range(length))
+    return new_ecodes(1, length)[0]
 
 
 def hash_ecode(pepper: bytes, card_number: str, ecode: str) -> str:

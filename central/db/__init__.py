@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from . import tables
 from .engine import async_url, create_engine, is_sqlite, sync_url
 from .migrate import upgrade
@@ -33,14 +30,5 @@ class Database:
         (SQLite's single connection keeps its usual transactions)."""
         return self.engine.connect() if self.sqlite else self._autocommit.connect()
 
-    def insert_ignore(self, table):
-        """INSERT ... ON CONFLICT DO NOTHING for either dialect."""
-        dialect = sqlite if self.sqlite else postgresql
-        return dialect.insert(table).on_conflict_do_nothing()
-
     async def close(self) -> None:
         await self.engine.dispose()
-
-
-async def ping(conn: AsyncConnection) -> None:
-    await conn.exec_driver_sql("SELECT 1")

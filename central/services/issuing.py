@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from core import (
     next_state,
 )
 from core.authorization import decide_sale
-from core.secrets import hash_ecode
+from core.secrets import hash_ecode, new_ecodes
 from core.track import track1, track2
 
 from ..db import Database
@@ -43,16 +42,9 @@ log = logging.getLogger("tessera.issuing")
 MAX_ISSUE = 10_000_000
 MAX_PACK = 100_000
 CHUNK = 20_000
-_ECODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: one byte mod 32 is unbiased
 _CARD_COLUMNS = ("number", "programme_id", "issue_id", "state", "ecode_hash", "ecode_failures", "created_at")
 
 Progress = Callable[[int, int], None]
-
-
-def _ecodes(count: int, length: int = 10) -> list[str]:
-    raw = secrets.token_bytes(count * length)
-    table = _ECODE_ALPHABET
-    return ["".join(table[b & 31] for b in raw[i:i + length]) for i in range(0, len(raw), length)]
 
 
 def _keep_committed_rows(path: Path, rows: int) -> None:
@@ -132,7 +124,7 @@ class IssuingService:
                     n = min(self.chunk, issue.quantity - done)
                     first = issue.first_serial + done
                     numbers = [programme.template.number(s) for s in range(first, first + n)]
-                    codes = _ecodes(n)
+                    codes = new_ecodes(n)
                     now = datetime.now(UTC)
                     rows = [(num, programme.id, issue_id, CardState.GENERATED.value,
                              hash_ecode(self.pepper, num, code), 0, now) for num, code in zip(numbers, codes)]
