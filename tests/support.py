@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import uuid
 from dataclasses import dataclass, field
@@ -113,6 +114,15 @@ class World:
         assert bad == [], f"accounts whose cached balance differs from their entries: {bad}"
         report = await self.admin("GET", "/api/v1/admin/reports/reconciliation")
         assert report["ok"] and report["mismatches"] == [], report
+
+    async def wait_for_issue(self, issue_id: int, seconds: float = 60) -> dict[str, Any]:
+        """Poll an issue running in the background until it stops running."""
+        for _ in range(int(seconds / 0.05)):
+            issue = await self.admin("GET", f"/api/v1/admin/issues/{issue_id}")
+            if issue["status"] != "running":
+                return issue
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"issue {issue_id} still running after {seconds} s")
 
     async def count(self, table: str, where: str = "1=1") -> int:
         async with self.central.db.connect() as conn:

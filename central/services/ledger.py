@@ -195,15 +195,6 @@ _RECORD_OPERATION = {
 }
 
 
-def _json_rows_insert(table: sa.Table, columns: dict[str, str]) -> sa.TextClause:
-    """PostgreSQL: many rows as one JSON document in one statement of constant text (cheaper to
-    send than a parameter set per row or an array per column)."""
-    names = ", ".join(columns)
-    record = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
-    return sa.text(f"INSERT INTO {table.name} ({names}) SELECT {names} "
-                   f"FROM json_to_recordset(CAST(:rows AS json)) AS r({record})")
-
-
 _OPERATION_TYPES = {
     "id": "uuid", "kind": "varchar", "fingerprint": "varchar", "approved": "boolean", "decline_code": "varchar",
     "channel": "varchar", "card_id": "bigint", "store_id": "bigint", "terminal_id": "bigint", "amount": "bigint",
@@ -215,28 +206,34 @@ _ENTRY_TYPES = {
     "held_delta": "bigint", "balance_after": "bigint", "currency": "varchar", "store_id": "bigint",
     "created_at": "timestamptz",
 }
-_PG_INSERT_ENTRIES = _json_rows_insert(entries, _ENTRY_TYPES)
-_PG_UPDATE_ACCOUNTS = sa.text(
-    "UPDATE accounts AS a SET balance = a.balance + d.d_balance, held = a.held + d.d_held "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS d(account bigint, d_balance bigint, d_held bigint) "
-    "WHERE a.id = d.account")
+_DELTA_TYPES = {"account": "bigint", "d_balance": "bigint", "d_held": "bigint"}
 
 
-def _recordset(name: str, columns: dict[str, str]) -> str:
+# PostgreSQL takes many rows as one JSON document, in a statement of constant text: cheaper to
+# send than a parameter set per row or an array per column.
+def _recordset(param: str, columns: dict[str, str]) -> str:
     record = ", ".join(f"{column} {sql_type}" for column, sql_type in columns.items())
-    return f"json_to_recordset(CAST(:{name} AS json)) AS r({record})"
+    return f"json_to_recordset(CAST(:{param} AS json)) AS r({record})"
 
 
+def _insert_rows(table: sa.Table, param: str, columns: dict[str, str]) -> str:
+    names = ", ".join(columns)
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {_recordset(param, columns)}"
+
+
+def _move_accounts(param: str) -> str:
+    return (f"UPDATE accounts AS a SET balance = a.balance + r.d_balance, held = a.held + r.d_held "
+            f"FROM {_recordset(param, _DELTA_TYPES)} WHERE a.id = r.account")
+
+
+_PG_INSERT_ENTRIES = sa.text(_insert_rows(entries, "rows", _ENTRY_TYPES))
+_PG_UPDATE_ACCOUNTS = sa.text(_move_accounts("rows"))
 # A whole batch in one statement: data-modifying CTEs all run, and the entries' foreign keys are
 # checked at the end of the statement, when the operations exist.
 _PG_WRITE_BATCH = sa.text(
-    "WITH moved AS (UPDATE accounts AS a SET balance = a.balance + d.d_balance, held = a.held + d.d_held "
-    "FROM json_to_recordset(CAST(:deltas AS json)) AS d(account bigint, d_balance bigint, d_held bigint) "
-    "WHERE a.id = d.account RETURNING 1), "
-    f"posted AS (INSERT INTO entries ({', '.join(_ENTRY_TYPES)}) SELECT {', '.join(_ENTRY_TYPES)} "
-    f"FROM {_recordset('entries', _ENTRY_TYPES)} RETURNING 1) "
-    f"INSERT INTO operations ({', '.join(_OPERATION_TYPES)}) SELECT {', '.join(_OPERATION_TYPES)} "
-    f"FROM {_recordset('operations', _OPERATION_TYPES)}")
+    f"WITH moved AS ({_move_accounts('deltas')} RETURNING 1), "
+    f"posted AS ({_insert_rows(entries, 'entries', _ENTRY_TYPES)} RETURNING 1) "
+    f"{_insert_rows(operations, 'operations', _OPERATION_TYPES)}")
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 
@@ -76,11 +75,7 @@ async def test_issue_through_api_with_progress_and_production_file(world: World)
     started = await world.admin("POST", "/api/v1/admin/issues", {"programme": "CLOSED", "quantity": 25_000},
                                 expect=202)
     assert started["status"] == "running" and started["quantity"] == 25_000
-    for _ in range(600):
-        issue = await world.admin("GET", f"/api/v1/admin/issues/{started['id']}")
-        if issue["status"] != "running":
-            break
-        await asyncio.sleep(0.1)
+    issue = await world.wait_for_issue(started["id"])
     assert issue["status"] == "completed" and issue["generated"] == 25_000
     resp = await world.client.get(f"/api/v1/admin/issues/{started['id']}/production-file", headers=world.staff)
     assert resp.status == 200 and resp.content_type == "text/csv"

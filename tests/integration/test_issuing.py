@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 
 import pytest
@@ -17,28 +16,31 @@ class Boom(Exception):
     pass
 
 
-async def test_failed_issue_resumes_and_production_file_matches_the_cards(world: World):
+async def failed_issue(world: World, quantity: int, chunk: int, fail_at: int) -> int:
+    """An issue whose run stopped with an error once ``fail_at`` cards were committed."""
     issuing = world.central.issuing
-    issuing.chunk = 100
+    issuing.chunk = chunk
     async with world.central.db.begin() as conn:
-        issue_id = await issuing.start_issue(conn, "GIFT", 450, "tests")
+        issue_id = await issuing.start_issue(conn, "GIFT", quantity, "tests")
 
-    def fail_after_two_chunks(done, total):
-        if done == 200:
+    def fail(done, total):
+        if done == fail_at:
             raise Boom
 
     with pytest.raises(Boom):
-        await issuing.run_issue(issue_id, fail_after_two_chunks)
+        await issuing.run_issue(issue_id, fail)
+    return issue_id
+
+
+async def test_failed_issue_resumes_and_production_file_matches_the_cards(world: World):
+    issuing = world.central.issuing
+    issue_id = await failed_issue(world, 450, chunk=100, fail_at=200)
     assert (await issuing.get_issue(issue_id))["status"] == "failed"
     path = issuing.production_path(issue_id)
     with open(path, "a") as f:  # as if a chunk reached the file but its commit was lost
         f.write("6034999999999990,x,x,x,STALE,2912\n")
     await world.admin("POST", f"/api/v1/admin/issues/{issue_id}/resume", expect=202)
-    for _ in range(100):
-        issue = await world.admin("GET", f"/api/v1/admin/issues/{issue_id}")
-        if issue["status"] != "running":
-            break
-        await asyncio.sleep(0.05)
+    issue = await world.wait_for_issue(issue_id)
     assert issue["status"] == "completed" and issue["generated"] == 450
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -62,16 +64,7 @@ async def test_a_running_issue_cannot_be_resumed_twice(world: World):
 
 
 async def test_an_issue_that_lost_its_production_file_is_not_resumed(world: World):
-    issuing = world.central.issuing
-    issuing.chunk = 10
-    async with world.central.db.begin() as conn:
-        issue_id = await issuing.start_issue(conn, "GIFT", 30, "tests")
-
-    def fail(done, total):
-        raise Boom
-
-    with pytest.raises(Boom):
-        await issuing.run_issue(issue_id, fail)
-    issuing.production_path(issue_id).unlink()
+    issue_id = await failed_issue(world, 30, chunk=10, fail_at=10)
+    world.central.issuing.production_path(issue_id).unlink()
     refused = await world.admin("POST", f"/api/v1/admin/issues/{issue_id}/resume", expect=409)
     assert "production file" in refused["error"]["message"]
