@@ -68,3 +68,6 @@ class DeclineCode(StrEnum):
     REFUND_EXCEEDS_PAYMENT = "refund_exceeds_payment"
     WRONG_PROGRAMME = "wrong_programme"
     HOLDS_PENDING = "holds_pending"
+    DENY_LISTED = "deny_listed"
+    OFFLINE_LIMIT = "offline_limit"  # an offline decision would exceed a limit set by central
+    UNKNOWN_OFFLINE = "card_unknown_offline"  # central is unreachable and the store has never seen it

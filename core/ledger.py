@@ -41,6 +41,7 @@ class OperationKind(StrEnum):
     BLOCK = "block"
     UNBLOCK = "unblock"
     CARD_EXPIRY = "card_expiry"
+    STORE_ISSUE = "store_issue"  # a store issued a card from its number block
 
 
 # A cancellation names the operation it compensates; this is which kind it may name.

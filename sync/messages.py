@@ -1,0 +1,243 @@
+"""The sync wire contract: typed messages both ends exchange, as msgpack, validated on receipt.
+
+Every message is a frozen pydantic model; :func:`encode` turns one into msgpack bytes and
+:func:`decode` turns bytes back into the expected model or raises :class:`ProtocolError` (the peer
+sent something malformed) — never anything else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, TypeVar
+
+import msgpack
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from core import DomainError, OperationKind
+
+__all__ = [
+    "PROTOCOL_VERSION", "ProtocolError", "Message", "OutboxEntry", "PushRequest", "EntryStatus", "EntryResult",
+    "PushResponse", "Cursor", "PullRequest", "DenyChange", "CardSnapshot", "ProgrammeSpec", "BlockGrant",
+    "TillCredential", "StoreSettings", "PullResponse", "SYNCED_KINDS", "DEBIT_KINDS", "encode", "decode",
+    "MSGPACK",
+]
+
+PROTOCOL_VERSION = 1
+MSGPACK = "application/msgpack"
+MAX_BATCH = 5000
+
+Seq = Annotated[int, Field(strict=True, ge=1)]
+Minor = Annotated[int, Field(strict=True, ge=0, le=10**12)]
+Number = Annotated[str, Field(pattern=r"^\d{8,19}$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+
+K = OperationKind
+# Operations an edge records locally and pushes: what it decided offline (or issued from its block).
+SYNCED_KINDS = (K.SALE, K.SALE_CANCEL, K.PAYMENT, K.PAYMENT_CANCEL, K.TOPUP, K.TOPUP_CANCEL, K.REFUND,
+                K.REFUND_CANCEL, K.STORE_ISSUE)
+# Of those, the ones that take value off a card: they count against the offline limits.
+DEBIT_KINDS = (K.PAYMENT, K.SALE_CANCEL, K.TOPUP_CANCEL, K.REFUND_CANCEL)
+
+
+class ProtocolError(DomainError):
+    """The peer sent bytes that are not a valid message of this protocol."""
+
+    code = "bad_sync_message"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutboxEntry(Message):
+    """One operation a store decided alone, numbered by the store's gap-free sequence."""
+
+    seq: Seq
+    txn_id: uuid.UUID
+    kind: OperationKind
+    card_number: Number
+    amount: Minor
+    currency: Currency
+    till: Code | None = None
+    original_txn_id: uuid.UUID | None = None
+    programme: Code | None = None  # store_issue: the programme the number was drawn for
+    deny_version: Annotated[int, Field(strict=True, ge=0)] = 0  # deny list the store had when deciding
+    decided_at: AwareDatetime  # the store's clock, corrected by its offset to central's
+    device_time: AwareDatetime | None = None  # the till's clock: informational only
+
+    def payload(self) -> dict:
+        """What makes the entry this entry (its id and sequence aside), for idempotency."""
+        return {"kind": self.kind.value, "card": self.card_number, "amount": self.amount,
+                "currency": self.currency, "till": self.till,
+                "original": str(self.original_txn_id) if self.original_txn_id else None,
+                "programme": self.programme}
+
+
+class PushRequest(Message):
+    """A batch of outbox entries in sequence order, with what the store reports of itself."""
+
+    version: int = PROTOCOL_VERSION
+    store: Code
+    epoch: Annotated[int, Field(strict=True, ge=0)]
+    entries: Annotated[tuple[OutboxEntry, ...], Field(max_length=MAX_BATCH)]
+    backlog: Annotated[int, Field(strict=True, ge=0)]  # entries unacked at the store, this batch included
+    offline_exposure: Minor  # offline debits central has not acknowledged yet
+    sent_at: AwareDatetime
+
+
+class EntryStatus(StrEnum):
+    APPLIED = "applied"  # posted now
+    DUPLICATE = "duplicate"  # posted before (a resent batch): no effect
+    HELD = "held"  # waits for the entry it refers to (a cancel before its original)
+    REJECTED = "rejected"  # recorded and flagged for head office, not posted
+
+
+class EntryResult(Message):
+    seq: Seq
+    txn_id: uuid.UUID
+    status: EntryStatus
+    flags: tuple[str, ...] = ()
+    message: str = ""
+
+
+class PushResponse(Message):
+    acked_seq: Annotated[int, Field(strict=True, ge=0)]  # highest contiguous sequence central holds
+    epoch: Annotated[int, Field(strict=True, ge=0)]
+    quarantined: bool = False
+    message: str = ""
+    results: tuple[EntryResult, ...] = ()
+
+
+class Cursor(Message):
+    """How far a store has pulled each feed; all start at zero."""
+
+    deny_version: Annotated[int, Field(strict=True, ge=0)] = 0
+    card_feed: Annotated[int, Field(strict=True, ge=0)] = 0  # last central entry id folded in
+    watch_feed: Annotated[int, Field(strict=True, ge=0)] = 0  # last card added to the store's watch list
+    config_version: Annotated[int, Field(strict=True, ge=0)] = 0
+
+
+class PullRequest(Message):
+    version: int = PROTOCOL_VERSION
+    store: Code
+    cursor: Cursor = Cursor()
+    want_blocks: tuple[Code, ...] = ()  # programmes whose numbers ran low at the store
+    # Cards the store learned of since its last pull (seen online): central adds them to its watch list.
+    watch: Annotated[tuple[Number, ...], Field(max_length=MAX_BATCH)] = ()
+
+
+class DenyChange(Message):
+    number: Number
+    listed: bool
+    reason: str
+    version: Annotated[int, Field(strict=True, ge=1)]
+
+
+class CardSnapshot(Message):
+    number: Number
+    programme: Code
+    state: str
+    balance: int  # may be negative: a debt from offline overdraft
+    held: Minor
+    expires_on: str | None = None
+    pack_sellable: bool = False
+
+
+class ProgrammeSpec(Message):
+    """A programme's rules and offline limits, as the edge decides with them."""
+
+    code: Code
+    name: str
+    kind: str
+    currency: Currency
+    number_prefix: str
+    number_length: int
+    luhn: bool
+    nominal_values: tuple[int, ...]
+    min_amount: int
+    max_amount: int
+    topup_allowed: bool
+    max_balance: int | None
+    validity_months: int | None
+    hold_ttl_seconds: int
+    hold_expiry_policy: str
+    service_code: str
+    floor_limit: Minor
+    card_offline_amount: Minor
+    card_offline_count: Annotated[int, Field(strict=True, ge=0)]
+
+
+class BlockGrant(Message):
+    id: Annotated[int, Field(strict=True, ge=1)]
+    programme: Code
+    first_serial: Annotated[int, Field(strict=True, ge=0)]
+    count: Annotated[int, Field(strict=True, ge=1)]
+
+
+class TillCredential(Message):
+    code: Code
+    token_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    active: bool
+
+
+class StoreSettings(Message):
+    code: Code
+    exposure_budget: Minor
+    budget_currency: Currency
+    epoch: Annotated[int, Field(strict=True, ge=0)]
+    acked_seq: Annotated[int, Field(strict=True, ge=0)]
+    quarantined: bool
+
+
+class PullResponse(Message):
+    cursor: Cursor
+    server_time: AwareDatetime
+    store: StoreSettings
+    deny: tuple[DenyChange, ...] = ()
+    cards: tuple[CardSnapshot, ...] = ()
+    programmes: tuple[ProgrammeSpec, ...] = ()  # all of them, when config_version moved
+    tills: tuple[TillCredential, ...] = ()  # all of the store's, when config_version moved
+    blocks: tuple[BlockGrant, ...] = ()  # every block of the store not known to be used up
+    more: bool = False  # the card feed was cut at a page: pull again
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _default(value):
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode(message: Message) -> bytes:
+    """msgpack bytes of a message (UUIDs and timestamps as text)."""
+    return msgpack.packb(message.model_dump(mode="python", exclude_defaults=False), default=_default,
+                         use_bin_type=True)
+
+
+def decode(data: bytes, model: type[M]) -> M:
+    """The ``model`` message in ``data``; ProtocolError if the bytes are not one."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError("a sync message is bytes")
+    try:
+        raw = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, max_bin_len=0,
+                              max_str_len=1 << 20, max_array_len=MAX_BATCH * 2, max_map_len=64)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"not msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"a {model.__name__} is a map, got {type(raw).__name__}")
+    version = raw.get("version", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}", code="unsupported_version")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProtocolError(f"{model.__name__}.{where}: {first['msg']}") from None
