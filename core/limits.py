@@ -58,6 +58,8 @@ class OfflineCard:
 def decide_offline_debit(card: OfflineCard, amount: int, limits: OfflineLimits, budget: StoreBudget,
                          allow_partial: bool = False) -> Decision:
     """Approve a debit offline only within every limit; the first limit exceeded names the decline."""
+    if type(amount) is not int or amount <= 0:
+        raise InvalidInput("amount must be a positive number of minor units")
     if card.deny_listed:
         return decline(DeclineCode.DENY_LISTED, "card is on the deny list")
     if budget.currency != card.currency:

@@ -30,7 +30,7 @@ MAX_BATCH = 5000
 
 Seq = Annotated[int, Field(strict=True, ge=1)]
 Minor = Annotated[int, Field(strict=True, ge=0, le=10**12)]
-Number = Annotated[str, Field(pattern=r"^\d{8,19}$")]
+Number = Annotated[str, Field(pattern=r"^[0-9]{8,19}$")]  # ASCII only: \d would take any Unicode digit
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 
@@ -232,8 +232,12 @@ def decode(data: bytes, model: type[M]) -> M:
         raise ProtocolError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(raw, dict):
         raise ProtocolError(f"a {model.__name__} is a map, got {type(raw).__name__}")
+    field = model.model_fields.get("version")
     version = raw.get("version", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
+    # Only a protocol version is checked here: DenyChange.version is a deny-list version.
+    # type(): True and 1.0 equal 1 but are not versions.
+    if (field is None or field.default == PROTOCOL_VERSION) and (
+            type(version) is not int or version != PROTOCOL_VERSION):
         raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}", code="unsupported_version")
     try:
         return model.model_validate(raw)

@@ -40,7 +40,7 @@ def check_batch(entries: Sequence[OutboxEntry], recorded: Mapping[int, uuid.UUID
 
 def contiguous_ack(acked: int, present: Iterable[int]) -> int:
     """The highest sequence reachable from ``acked`` through sequences central holds, with no gap."""
-    for seq in sorted(s for s in present if s > acked):
+    for seq in sorted({s for s in present if s > acked}):  # a set: a sequence listed twice is no gap
         if seq != acked + 1:
             break
         acked = seq

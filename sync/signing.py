@@ -57,11 +57,13 @@ def read_signed(headers: Mapping[str, str]) -> SignedRequest:
         store, raw_ts, nonce, signature = (headers[h] for h in (STORE, TIMESTAMP, NONCE, SIGNATURE))
     except KeyError as missing:
         raise SignatureError(f"missing header {missing.args[0]}", code="unsigned") from None
-    if not raw_ts.isdigit() or len(raw_ts) > 12:
+    # isascii(): str.isdigit() also takes digits int() refuses ("²") or other scripts' digits.
+    if not (raw_ts.isascii() and raw_ts.isdigit()) or len(raw_ts) > 12:
         raise SignatureError("timestamp must be whole seconds since the epoch")
-    if not 16 <= len(nonce) <= 64 or not nonce.isalnum():
+    if not 16 <= len(nonce) <= 64 or not (nonce.isascii() and nonce.isalnum()):
         raise SignatureError("nonce must be 16 to 64 letters or digits")
-    if len(signature) != 64:
+    # Hex only: hmac.compare_digest raises TypeError on non-ASCII text.
+    if len(signature) != 64 or not all(c in "0123456789abcdefABCDEF" for c in signature):
         raise SignatureError("signature must be 64 hex digits")
     return SignedRequest(store, int(raw_ts), nonce, signature.lower())
 
