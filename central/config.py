@@ -34,17 +34,29 @@ class CentralConfig:
     card_expiry_sweep_seconds: float = 3600.0
     scheduler: bool = True
     log_level: str = "INFO"
+    # Key store sync secrets are derived from, hex. Empty: read (or create once) data_dir/sync.key.
+    sync_key: str = ""
+    number_block_size: int = 1000  # card numbers granted to a store per block, for offline issuing
+    sync_page: int = 5000  # deny changes, card snapshots and watched cards per pull
 
     def ecode_pepper(self) -> bytes:
         """The eCode key, creating it (mode 0600) on first use when none is configured."""
-        if self.ecode_key:
-            return bytes.fromhex(self.ecode_key)
-        path = self.data_dir / "ecode.key"
+        return self._key("ecode.key", self.ecode_key)
+
+    def sync_secret_key(self) -> bytes:
+        """The key store sync secrets are derived from, created like the eCode key."""
+        return self._key("sync.key", self.sync_key)
+
+    def _key(self, name: str, configured: str) -> bytes:
+        """A configured hex key, or the one kept in data_dir/<name> (created once, mode 0600)."""
+        if configured:
+            return bytes.fromhex(configured)
+        path = self.data_dir / name
         if not path.exists():
             # Written aside and linked into place: concurrent first starts all end up with the one
             # complete key (link fails if another process won the race).
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            draft = self.data_dir / f".ecode.key.{os.getpid()}.{secrets.token_hex(4)}"
+            draft = self.data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
             fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))

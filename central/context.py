@@ -20,6 +20,7 @@ from .services import (
     WebService,
 )
 from .services.batching import GroupCommit
+from .services.sync import SyncService
 
 __all__ = ["Central"]
 
@@ -37,6 +38,7 @@ class Central:
     bulk: BulkLoadService
     web: WebService
     group: GroupCommit
+    sync: SyncService
 
     @classmethod
     def open(cls, config: CentralConfig) -> Central:
@@ -53,6 +55,8 @@ class Central:
             web=WebService(till, cards, pepper, config.ecode_max_failures, config.ecode_lockout_seconds),
             group=GroupCommit(till, max_batch=config.group_commit_max if config.group_commit else 1,
                               max_in_flight=config.group_commit_in_flight),
+            sync=SyncService(db, ledger, config.sync_secret_key(), block_size=config.number_block_size,
+                             page=config.sync_page),
         )
 
     async def close(self) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from central.context import Central
 from central.keys import CENTRAL
+from sync import MSGPACK, PullRequest, PullResponse, PushRequest, PushResponse, decode, encode, signed_headers
 
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -127,3 +130,40 @@ class World:
     async def count(self, table: str, where: str = "1=1") -> int:
         async with self.central.db.connect() as conn:
             return (await conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {where}"))).scalar_one()
+
+
+class SyncPeer:
+    """A store's edge as central sees it: signs msgpack sync requests with the store's secret."""
+
+    def __init__(self, world: World, store: str, secret: bytes) -> None:
+        self.world = world
+        self.store = store
+        self.secret = secret
+
+    @classmethod
+    async def enrol(cls, world: World, store: str = "S1") -> SyncPeer:
+        data = await world.admin("POST", f"/api/v1/admin/stores/{store}/sync-secret")
+        return cls(world, store, bytes.fromhex(data["secret"]))
+
+    async def send(self, path: str, body: bytes, *, now: float | None = None, secret: bytes | None = None,
+                   signed_body: bytes | None = None, headers: dict[str, str] | None = None):
+        """POST a signed body; ``signed_body`` signs other bytes than those sent (tampering)."""
+        sign = signed_headers(self.store, secret or self.secret, "POST", path,
+                              body if signed_body is None else signed_body, time.time() if now is None else now)
+        return await self.world.client.post(path, data=body, headers={
+            **sign, "Content-Type": MSGPACK, **(headers or {})})
+
+    async def push(self, entries, *, epoch: int = 0, backlog: int | None = None, exposure: int = 0,
+                   sent_at: datetime | None = None):
+        request = PushRequest(store=self.store, epoch=epoch, entries=tuple(entries),
+                              backlog=len(entries) if backlog is None else backlog, offline_exposure=exposure,
+                              sent_at=sent_at or datetime.now(UTC))
+        resp = await self.send("/api/v1/sync/push", encode(request))
+        assert resp.status == 200, (resp.status, await resp.text())
+        assert "X-Tessera-Time" in resp.headers
+        return decode(await resp.read(), PushResponse)
+
+    async def pull(self, **fields):
+        resp = await self.send("/api/v1/sync/pull", encode(PullRequest(store=self.store, **fields)))
+        assert resp.status == 200, (resp.status, await resp.text())
+        return decode(await resp.read(), PullResponse)

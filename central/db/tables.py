@@ -67,6 +67,10 @@ programmes = sa.Table(
     sa.Column("service_code", sa.String(3), nullable=False),
     sa.Column("next_serial", sa.BigInteger, nullable=False, default=0),
     _created(),
+    # Offline limits shipped to every store (core.limits.OfflineLimits), in the programme's minor units.
+    sa.Column("floor_limit", sa.BigInteger, nullable=False, server_default="5000"),
+    sa.Column("card_offline_amount", sa.BigInteger, nullable=False, server_default="10000"),
+    sa.Column("card_offline_count", sa.Integer, nullable=False, server_default="3"),
 )
 
 stores = sa.Table(
@@ -76,6 +80,21 @@ stores = sa.Table(
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     _created(),
+    # Store sync: the secret's version (0: none issued yet; the secret itself is derived, never stored),
+    # the epoch (bumped when an operator releases a quarantine), the contiguous acknowledged sequence,
+    # the offline exposure budget and what the store last reported of itself.
+    sa.Column("sync_secret_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("acked_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Bumped whenever what a pull ships as configuration (programmes, tills, budget) changes.
+    sa.Column("config_version", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("offline_budget", sa.BigInteger, nullable=False, server_default="100000"),
+    sa.Column("offline_budget_currency", sa.String(3), nullable=False, server_default="EUR"),
+    sa.Column("last_contact_at", UTCDateTime),
+    sa.Column("reported_backlog", sa.BigInteger),
+    sa.Column("reported_exposure", sa.BigInteger),
+    sa.Column("quarantined_at", UTCDateTime),
+    sa.Column("quarantine_reason", sa.Text),
 )
 
 counterparties = sa.Table(
@@ -266,4 +285,101 @@ bulk_loads = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False),
     sa.Column("result_csv", sa.Text, nullable=False),
     _created(),
+)
+
+
+# -- store sync ---------------------------------------------------------------------------------
+
+# Every outbox entry a store pushed, as sent: (store, epoch, seq) is unique and gap-free up to the
+# store's acked_seq. An operator's release starts a new epoch, in which the store renumbers what
+# central had not acknowledged; ids stay, so an entry may appear under two epochs (the second a duplicate).
+store_entries = sa.Table(
+    "store_entries", metadata,
+    sa.Column("store_id", sa.ForeignKey("stores.id"), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("txn_id", sa.Uuid, nullable=False, index=True),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # applied | duplicate | held | rejected
+    sa.Column("flags", sa.JSON, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False, default=now),
+    sa.Index("ix_store_entries_held", "store_id", "status"),
+)
+
+# Batches kept aside when a store's sequences conflict (a restored or cloned database): raw bytes.
+sync_quarantine = sa.Table(
+    "sync_quarantine", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("store_id", sa.ForeignKey("stores.id"), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False, default=now),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("released_at", UTCDateTime),
+    sa.UniqueConstraint("store_id", "body_sha256", name="uq_sync_quarantine_store_body"),
+)
+
+# Nonces of signed sync requests seen within the signature window: a replay is refused by any worker.
+sync_nonces = sa.Table(
+    "sync_nonces", metadata,
+    sa.Column("store_id", sa.ForeignKey("stores.id"), primary_key=True),
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("seen_at", UTCDateTime, nullable=False, index=True),
+)
+
+# Cards stores must refuse offline (blocked, lost, overdrawn); each change gets the next version.
+deny_list = sa.Table(
+    "deny_list", metadata,
+    sa.Column("card_id", sa.BigInteger, primary_key=True),
+    sa.Column("number", sa.String(19), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # blocked | overdraft | ...
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("listed_at", UTCDateTime, nullable=False),
+)
+
+deny_changes = sa.Table(
+    "deny_changes", metadata,
+    sa.Column("version", Id, primary_key=True, autoincrement=True),  # the chain-wide deny-list version
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("number", sa.String(19), nullable=False),
+    sa.Column("listed", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+# Head-office exception cases opened by sync (overdrafts, store faults, conflicts, skewed clocks).
+sync_exceptions = sa.Table(
+    "sync_exceptions", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("store_id", sa.ForeignKey("stores.id"), nullable=False),
+    sa.Column("card_id", sa.BigInteger),
+    sa.Column("txn_id", sa.Uuid),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),  # open | closed
+    _created(),
+    sa.Column("closed_at", UTCDateTime),
+    sa.Column("closed_by", sa.String(64)),
+    sa.Index("ix_sync_exceptions_status", "status", "id"),
+)
+
+# Serials of a programme granted to a store for issuing offline; taken from programmes.next_serial.
+number_blocks = sa.Table(
+    "number_blocks", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("programme_id", sa.ForeignKey("programmes.id"), nullable=False),
+    sa.Column("store_id", sa.ForeignKey("stores.id"), nullable=False, index=True),
+    sa.Column("first_serial", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("granted_at", UTCDateTime, nullable=False, default=now),
+)
+
+# A store's watch list: cards whose state and balance its pulls follow (id is the watch feed cursor).
+store_cards = sa.Table(
+    "store_cards", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("store_id", sa.ForeignKey("stores.id"), nullable=False),
+    sa.Column("card_id", sa.BigInteger, nullable=False, index=True),
+    sa.UniqueConstraint("store_id", "card_id", name="uq_store_cards_store_card"),
 )

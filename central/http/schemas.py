@@ -201,4 +201,41 @@ class WebPaymentBody(WebCardBody):
     currency: Currency | None = None
 
 
+class OfflineLimitsBody(Model):
+    floor_limit: Annotated[int, Field(strict=True, ge=0, le=10**12)] = Field(
+        description="largest single offline debit, minor units (0: no offline debits)")
+    card_offline_amount: Annotated[int, Field(strict=True, ge=0, le=10**12)] = Field(
+        description="offline debits on one card since it was last seen online, minor units")
+    card_offline_count: Annotated[int, Field(strict=True, ge=0, le=1000)] = Field(
+        description="offline debits on one card since it was last seen online")
+
+
+class OfflineBudgetBody(Model):
+    amount: Annotated[int, Field(strict=True, ge=0, le=10**12)] = Field(
+        description="the store's total offline exposure budget, minor units")
+    currency: Currency
+
+
+class NumberBlockBody(Model):
+    programme: Code
+    count: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = Field(
+        None, description="numbers in the block (default: the configured block size)")
+
+
+class ExceptionCloseBody(Model):
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+class ExceptionSearch(Model):
+    status: Literal["open", "closed"] | None = None
+    store: Code | None = None
+    kind: Annotated[str, Field(max_length=16)] | None = None
+    after_id: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class QuarantineSearch(Model):
+    store: Code | None = None
+
+
 __all__ = [name for name, value in dict(globals()).items() if isinstance(value, type) and issubclass(value, Model)]

@@ -54,6 +54,11 @@ def openapi_path(path: str) -> str:
     return "".join(out)
 
 
+def _raw(media_type: str) -> dict[str, str]:
+    """A body that is not JSON: text (CSV) or bytes (msgpack)."""
+    return {"type": "string"} if media_type == CSV else {"type": "string", "format": "binary"}
+
+
 def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {"Error": _ERROR}
@@ -80,10 +85,10 @@ def build_openapi() -> dict[str, Any]:
             components[spec.body.__name__] = schema
             op["requestBody"] = {"required": True, "content": {
                 JSON: {"schema": {"$ref": f"#/components/schemas/{spec.body.__name__}"}}}}
-        elif spec.consumes == CSV:
-            op["requestBody"] = {"required": True, "content": {CSV: {"schema": {"type": "string"}}}}
+        elif spec.consumes != JSON:
+            op["requestBody"] = {"required": True, "content": {spec.consumes: {"schema": _raw(spec.consumes)}}}
         ok = {"description": spec.responses.get(200, "success"),
-              "content": {spec.produces: {"schema": {"type": "string"} if spec.produces == CSV else {}}}}
+              "content": {spec.produces: {"schema": {} if spec.produces == JSON else _raw(spec.produces)}}}
         responses: dict[str, Any] = {"200": ok}
         for status, text in {**_ERRORS, **{k: v for k, v in spec.responses.items() if k != 200}}.items():
             if status == 401 and spec.auth == "public" and status not in spec.responses:

@@ -21,7 +21,7 @@ from core.secrets import hash_token, new_token
 from ..db import Database
 from ..db.tables import audit_log, counterparties, staff_tokens, stores, terminals, users
 
-__all__ = ["ROLES", "Staff", "Terminal", "AuthError", "Forbidden", "NotFound", "AdminService", "audit"]
+__all__ = ["ROLES", "Staff", "Terminal", "AuthError", "Forbidden", "NotFound", "AdminService", "audit", "bump_config"]
 
 ROLES = ("admin", "operator", "auditor")
 _hasher = PasswordHasher()
@@ -68,6 +68,12 @@ async def audit(conn: AsyncConnection, actor: str, action: str, target: str | No
     """Append one audit record in the caller's transaction, so it stands or falls with the action."""
     await conn.execute(sa.insert(audit_log).values(actor=actor, action=action, target=target,
                                                    details=details or {}, remote=remote, at=datetime.now(UTC)))
+
+
+async def bump_config(conn: AsyncConnection, store_id: int | None = None) -> None:
+    """Mark what pulls ship as configuration changed: for one store, or for all (programme limits)."""
+    statement = sa.update(stores).values(config_version=stores.c.config_version + 1)
+    await conn.execute(statement if store_id is None else statement.where(stores.c.id == store_id))
 
 
 async def _insert(conn: AsyncConnection, statement, what: str) -> Any:
@@ -206,12 +212,17 @@ class AdminService:
         tid = await _insert(conn, sa.insert(terminals).values(kind=kind, code=code, store_id=store_id,
                                                                token_hash=hash_token(token), active=True)
                             .returning(terminals.c.id), f"terminal {code!r}")
+        if store_id is not None:
+            await bump_config(conn, store_id)  # the store's edge learns of the new till on its next pull
         return {"id": tid, "kind": kind, "code": code, "store_id": store_id, "token": token}
 
     async def set_terminal_active(self, conn: AsyncConnection, terminal_id: int, active: bool) -> None:
-        res = await conn.execute(sa.update(terminals).where(terminals.c.id == terminal_id).values(active=active))
-        if res.rowcount == 0:
+        store_id = (await conn.execute(sa.update(terminals).where(terminals.c.id == terminal_id)
+                                       .values(active=active).returning(terminals.c.store_id))).first()
+        if store_id is None:
             raise NotFound(f"no terminal {terminal_id}")
+        if store_id[0] is not None:
+            await bump_config(conn, store_id[0])
         self._terminals.clear()
 
     async def terminal_for(self, token: str) -> Terminal:

@@ -14,6 +14,7 @@ from core import CardEvent, CardState, DeclineCode, EntryKind, IllegalTransition
 from ..db.tables import cards, entries, operations, packs, programmes, stores
 from .admin import NotFound
 from .ledger import Ledger, Origin, Outcome, card_declined, mask, system_id
+from .offline import OVERDRAFT, list_card, unlist_card
 from .till import card_summary
 
 __all__ = ["CardService", "TransactionQuery", "CardQuery"]
@@ -57,6 +58,14 @@ class CardService:
             if card is None:
                 raise NotFound("no such card")
             await self.ledger.move_card(conn, card, event)
+            # The deny list follows the card's state in the same transaction: stores learn of it on pull.
+            if event == CardEvent.BLOCK:
+                await list_card(conn, card.id, card.number, "blocked", now)
+            elif event == CardEvent.UNBLOCK:
+                if card.balance < 0:  # still owes an offline overdraft: stays listed, for that reason
+                    await list_card(conn, card.id, card.number, OVERDRAFT, now)
+                else:
+                    await unlist_card(conn, card.id, "unblocked", now)
             out = Outcome(True, card)
             out.extra["reason"] = reason
             return out

@@ -24,6 +24,7 @@ from core import (
     IllegalTransition,
     InvalidInput,
     OperationKind,
+    Programme,
     expiry_date,
     next_state,
 )
@@ -35,8 +36,9 @@ from ..db import Database
 from ..db.tables import card_issues, cards, counterparties, packs, programmes, stores
 from .admin import NotFound
 from .ledger import Ledger, Origin, Outcome, card_declined
+from .offline import watch_pack
 
-__all__ = ["IssuingService", "MAX_ISSUE", "MAX_PACK"]
+__all__ = ["IssuingService", "MAX_ISSUE", "MAX_PACK", "reserve_serials"]
 
 log = logging.getLogger("tessera.issuing")
 MAX_ISSUE = 10_000_000
@@ -56,6 +58,22 @@ def _keep_committed_rows(path: Path, rows: int) -> None:
             if not f.readline():
                 raise RuntimeError(f"{path} holds fewer cards than were committed")
         f.truncate(f.tell())
+
+
+async def reserve_serials(conn: AsyncConnection, programme: Programme, quantity: int) -> int:
+    """Take ``quantity`` serials of the programme's one counter and return the first.
+
+    Card issues and stores' number blocks both draw here, in the caller's transaction (the update
+    locks the programme row until it ends), so no serial is ever handed out twice chain-wide.
+    """
+    new_next = (await conn.execute(
+        sa.update(programmes).where(programmes.c.id == programme.id)
+        .values(next_serial=programmes.c.next_serial + quantity).returning(programmes.c.next_serial)
+    )).scalar_one()
+    if new_next > programme.template.capacity:
+        left = programme.template.capacity - new_next + quantity
+        raise InvalidInput(f"programme {programme.code} has only {left} numbers left", code="numbers_exhausted")
+    return new_next - quantity
 
 
 def _track_name(name: str) -> str:
@@ -83,16 +101,9 @@ class IssuingService:
             end = expiry_date(datetime.now(UTC).date(), (programme.validity_months or 60) + 12)
             track_expiry = end.strftime("%y%m")
         track2("0" * 8, track_expiry, programme.service_code)  # validates the YYMM
-        # The counter moves in the same transaction as the issue row: serial ranges never overlap.
-        new_next = (await conn.execute(
-            sa.update(programmes).where(programmes.c.id == programme.id)
-            .values(next_serial=programmes.c.next_serial + quantity).returning(programmes.c.next_serial)
-        )).scalar_one()
-        if new_next > programme.template.capacity:
-            left = programme.template.capacity - new_next + quantity
-            raise InvalidInput(f"programme {programme.code} has only {left} numbers left", code="numbers_exhausted")
+        first_serial = await reserve_serials(conn, programme, quantity)
         return (await conn.execute(sa.insert(card_issues).values(
-            programme_id=programme.id, quantity=quantity, first_serial=new_next - quantity, generated=0,
+            programme_id=programme.id, quantity=quantity, first_serial=first_serial, generated=0,
             status="running", track_expiry=track_expiry, requested_by=requested_by, heartbeat_at=datetime.now(UTC),
             created_at=datetime.now(UTC)).returning(card_issues.c.id))).scalar_one()
 
@@ -289,6 +300,7 @@ class IssuingService:
         if res.rowcount == 0:
             current = await self.pack(conn, pack_id)
             raise IllegalTransition(f"pack {pack_id} is {current['status']}, not created")
+        await watch_pack(conn, pack_id)  # the store follows these cards so it can sell them offline
         return await self.pack(conn, pack_id)
 
     async def activate_pack(self, pack_id: int, amount: int | None, op_id: uuid.UUID,

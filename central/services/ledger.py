@@ -40,7 +40,7 @@ from ..db import Database
 from ..db.tables import accounts, cards, entries, operations, packs, programmes
 from .programmes import ProgrammeCache
 
-__all__ = ["Origin", "CardRow", "Outcome", "PendingEntry", "Ledger", "mask", "STORED_VALUE"]
+__all__ = ["Origin", "CardRow", "Outcome", "PendingEntry", "Ledger", "mask", "STORED_VALUE", "MANY", "insert_rows_sql"]
 
 log = logging.getLogger("tessera.ledger")
 STORED_VALUE = "stored_value"
@@ -165,7 +165,7 @@ _CARD_QUERIES = {
 }
 # Many keys: "= ANY(array)" on PostgreSQL keeps one SQL text (so one prepared statement) for any
 # count; SQLite expands an IN list.
-_MANY = {
+MANY = {
     "postgresql": lambda column, key="keys": column == sa.any_(
         sa.bindparam(key, type_=postgresql.ARRAY(column.type))),
     "sqlite": lambda column, key="keys": column.in_(sa.bindparam(key, expanding=True)),
@@ -174,7 +174,14 @@ _LOCK_MANY = {
     name: sa.select(*_CARD_COLUMNS).select_from(_CARD_LOCK_FROM)
     .where(sa.or_(many(cards.c.number), many(cards.c.id, "ids")))
     .order_by(cards.c.id).with_for_update(of=[cards, accounts])
-    for name, many in _MANY.items()
+    for name, many in MANY.items()
+}
+# Cards with or without an account (stock cards have none yet): only the card rows are locked.
+_LOCK_MANY_BARE = {
+    name: sa.select(*_CARD_COLUMNS).select_from(_CARD_FROM)
+    .where(sa.or_(many(cards.c.number), many(cards.c.id, "ids")))
+    .order_by(cards.c.id).with_for_update(of=cards)
+    for name, many in MANY.items()
 }
 _closer, _referrer = operations.alias("closer"), operations.alias("referrer")
 _LOOKUP = {
@@ -183,7 +190,7 @@ _LOOKUP = {
         sa.exists().where(_closer.c.settles == operations.c.id).label("settled"),
         sa.exists().where(_referrer.c.reference == operations.c.id, _referrer.c.approved).label("referenced"),
     ).where(many(operations.c.id))
-    for name, many in _MANY.items()
+    for name, many in MANY.items()
 }
 _INSERT_OPERATIONS = sa.insert(operations)
 _UPDATE_ACCOUNT = sa.update(accounts).where(accounts.c.id == sa.bindparam("account")).values(
@@ -216,7 +223,8 @@ def _recordset(param: str, columns: dict[str, str]) -> str:
     return f"json_to_recordset(CAST(:{param} AS json)) AS r({record})"
 
 
-def _insert_rows(table: sa.Table, param: str, columns: dict[str, str]) -> str:
+def insert_rows_sql(table: sa.Table, param: str, columns: dict[str, str]) -> str:
+    """PostgreSQL INSERT of the rows in the JSON document bound to ``param`` (columns: name -> SQL type)."""
     names = ", ".join(columns)
     return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {_recordset(param, columns)}"
 
@@ -226,14 +234,14 @@ def _move_accounts(param: str) -> str:
             f"FROM {_recordset(param, _DELTA_TYPES)} WHERE a.id = r.account")
 
 
-_PG_INSERT_ENTRIES = sa.text(_insert_rows(entries, "rows", _ENTRY_TYPES))
+_PG_INSERT_ENTRIES = sa.text(insert_rows_sql(entries, "rows", _ENTRY_TYPES))
 _PG_UPDATE_ACCOUNTS = sa.text(_move_accounts("rows"))
 # A whole batch in one statement: data-modifying CTEs all run, and the entries' foreign keys are
 # checked at the end of the statement, when the operations exist.
 _PG_WRITE_BATCH = sa.text(
     f"WITH moved AS ({_move_accounts('deltas')} RETURNING 1), "
-    f"posted AS ({_insert_rows(entries, 'entries', _ENTRY_TYPES)} RETURNING 1) "
-    f"{_insert_rows(operations, 'operations', _OPERATION_TYPES)}")
+    f"posted AS ({insert_rows_sql(entries, 'entries', _ENTRY_TYPES)} RETURNING 1) "
+    f"{insert_rows_sql(operations, 'operations', _OPERATION_TYPES)}")
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -272,6 +280,24 @@ class Ledger:
         deadlock each other."""
         rows = (await conn.execute(_LOCK_MANY[self._dialect], {"keys": list(numbers), "ids": list(ids)})).all()
         return [await self.card_row(conn, row) for row in rows]
+
+    async def lock_any_cards(self, conn: AsyncConnection, numbers: Sequence[str],
+                             ids: Sequence[int] = ()) -> list[CardRow]:
+        """Lock many cards whether or not they have an account yet (stock cards in packs)."""
+        locked = await self.lock_cards(conn, numbers, ids)
+        have_numbers, have_ids = {c.number for c in locked}, {c.id for c in locked}
+        rest_numbers = [n for n in numbers if n not in have_numbers]
+        rest_ids = [i for i in ids if i not in have_ids]
+        if not rest_numbers and not rest_ids:
+            return locked
+        rows = (await conn.execute(_LOCK_MANY_BARE[self._dialect],
+                                   {"keys": rest_numbers, "ids": rest_ids})).all()
+        # A card that got its account while we waited for it is read again with the account locked.
+        grown = [r.id for r in rows if r.account_id is not None and r.id not in have_ids]
+        locked += [await self.card_row(conn, r) for r in rows if r.account_id is None and r.id not in have_ids]
+        if grown:
+            locked += await self.lock_cards(conn, (), grown)
+        return locked
 
     async def lookup(self, conn: AsyncConnection, op_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
         """The recorded operations among ``op_ids``, each with whether another operation closed it

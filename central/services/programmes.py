@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import HoldExpiryPolicy, InvalidInput, NumberTemplate, Programme, ProgrammeKind, ValueRules
 
 from ..db.tables import programmes
+from .admin import bump_config
 
 __all__ = ["ProgrammeCache", "programme_from_row", "create_programme", "list_programmes", "programme_dict"]
 
@@ -74,6 +75,7 @@ async def create_programme(conn: AsyncConnection, spec: dict[str, Any]) -> Progr
             sa.insert(programmes).values(**values, next_serial=0).returning(programmes.c.id))).scalar_one()
     except IntegrityError:
         raise InvalidInput(f"programme {draft.code!r} exists already", code="duplicate") from None
+    await bump_config(conn)  # every store's edge learns of the new programme on its next pull
     return programme_from_row((await conn.execute(sa.select(programmes).where(programmes.c.id == new_id))).one())
 
 
