@@ -119,6 +119,13 @@ async def create_user(config: CentralConfig, username: str, role: str, password:
         await audit(conn, "cli", "user_create", f"user:{username}", {"role": role})
 
 
+async def store_secret(config: CentralConfig, store: str) -> dict:
+    async with Central.session(config) as central, central.db.begin() as conn:
+        result = await central.sync.rotate_secret(conn, store)
+        await audit(conn, "cli", "sync_secret_rotate", f"store:{store}", {"version": result["version"]})
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="area", required=True)
@@ -153,8 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", type=Path, required=True)
     p = common(csub.add_parser("resume-issue", help="resume an issue whose run failed or stopped"))
     p.add_argument("--issue", type=int, required=True)
+    p = common(csub.add_parser("store-secret", help="issue a new sync secret for a store's edge node (printed once)"))
+    p.add_argument("--store", required=True)
+
+    from edge.cli import add_edge_commands, run_edge
+
+    add_edge_commands(sub)
 
     args = parser.parse_args(argv)
+    if args.area == "edge":
+        return run_edge(args)
     if args.area == "demo":
         from tessera.demo import run_demo
 
@@ -181,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(bulk_load(config, args.file))
         print(f"bulk load {result['id']}: {result['lines']} lines, {result['credited']} credited, "
               f"{result['duplicate']} already loaded, {result['failed']} failed; results: {result['result_file']}")
+    elif args.command == "store-secret":
+        upgrade(config.database_url)
+        result = asyncio.run(store_secret(config, args.store))
+        print(f"store {result['store']} sync secret version {result['version']}: {result['secret']}")
     elif args.command in ("issue-cards", "resume-issue"):
         setup_logging(config.log_level)
         upgrade(config.database_url)

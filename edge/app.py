@@ -1,0 +1,67 @@
+"""The edge node's aiohttp application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .config import EdgeConfig
+from .db import EdgeDatabase, upgrade
+from .http import add_routes, error_middleware
+from .keys import CONFIG, DATABASE, HTTP, NODE, SCHEDULER, SYNC
+from .node import EdgeNode
+from .sync_client import SyncClient
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tessera.edge")
+
+
+def create_app(config: EdgeConfig) -> web.Application:
+    """Build the app; the database, the client session to central and the sync scheduler open and
+    close with it."""
+    app = web.Application(middlewares=[error_middleware])
+    app[CONFIG] = config
+
+    async def database_ctx(app: web.Application):
+        await asyncio.to_thread(upgrade, config.database_url)
+        db = EdgeDatabase(config.database_url)
+        app[DATABASE] = db
+        yield
+        await db.close()
+
+    async def central_ctx(app: web.Application):
+        # No connection limit per host: tills waiting on central must not queue behind each other.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        app[HTTP] = session
+        node = EdgeNode(config, app[DATABASE], session)
+        await node.start()
+        app[NODE] = node
+        app[SYNC] = SyncClient(config, app[DATABASE], session, node)
+        log.info("edge started store=%s central=%s database=%s", config.store, config.central_url,
+                 config.database_path)
+        yield
+        await session.close()
+
+    async def scheduler_ctx(app: web.Application):
+        if not config.scheduler:
+            yield
+            return
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler.add_job(app[SYNC].tick, "interval", seconds=config.sync_interval, id="sync",
+                          max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        scheduler.add_job(app[NODE].expire_holds, "interval", seconds=config.hold_sweep_seconds, id="expire-holds",
+                          max_instances=1, coalesce=True)
+        scheduler.start()
+        app[SCHEDULER] = scheduler
+        yield
+        scheduler.shutdown(wait=False)
+
+    app.cleanup_ctx.extend([database_ctx, central_ctx, scheduler_ctx])
+    add_routes(app)
+    return app

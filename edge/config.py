@@ -1,0 +1,78 @@
+"""The edge node's configuration: one typed object from a TOML file ([edge]) and TESSERA_EDGE_* variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from central.config import _coerce as coerce
+
+__all__ = ["EdgeConfig", "load_edge_config"]
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """One store's edge node. Defaults run next to the demo central on localhost:8080."""
+
+    store: str = "S1"
+    store_secret: str = ""  # 64 hex digits, from `tessera central store-secret --store CODE`
+    central_url: str = "http://127.0.0.1:8080"
+    database: Path | None = None  # default var/edge-<store>.db
+    host: str = "127.0.0.1"
+    port: int = 8090
+    online_timeout: float = 1.0  # seconds a till waits for central before the edge decides alone
+    # After central failed to answer, decide offline for this long without trying it, so that every
+    # till does not pay the timeout while central is down (a successful sync ends it sooner).
+    central_retry_seconds: float = 10.0
+    sync_interval: float = 5.0
+    sync_batch: int = 1000
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    block_low_water: int = 50  # ask for another number block when this few numbers are left
+    hold_sweep_seconds: float = 5.0
+    scheduler: bool = True
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        return self.database if self.database is not None else Path("var") / f"edge-{self.store}.db"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.database_path}"
+
+    def secret(self) -> bytes:
+        """The store's 32-byte sync secret; ValueError if it is not configured as 64 hex digits."""
+        try:
+            raw = bytes.fromhex(self.store_secret)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("store_secret must be 64 hex digits (tessera central store-secret --store CODE)")
+        return raw
+
+
+def load_edge_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                     **overrides: Any) -> EdgeConfig:
+    """File values ([edge] section), then ``TESSERA_EDGE_<FIELD>`` variables, then explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get("TESSERA_EDGE_CONFIG")
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        values.update(data.get("edge", data))
+    known = {f.name: f.type for f in fields(EdgeConfig)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown edge configuration keys: {', '.join(sorted(unknown))}")
+    for name in known:
+        key = f"TESSERA_EDGE_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    kinds = {name: ("Path" if name == "database" else kind) for name, kind in known.items()}
+    return replace(EdgeConfig(), **{k: coerce(kinds[k], v) for k, v in values.items()})

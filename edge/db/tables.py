@@ -1,0 +1,129 @@
+"""The edge node's SQLite schema: local ledger (journal), outbox, caches shipped from central."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["metadata", "sync_state", "programmes", "store_settings", "tills", "cards", "deny_list", "journal",
+           "outbox", "holds", "number_blocks"]
+
+metadata = sa.MetaData()
+
+# One row (id = 1): where the store stands with central.
+sync_state = sa.Table(
+    "sync_state", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_seq", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("acked_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deny_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("card_feed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("watch_feed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("config_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("clock_offset", sa.Float, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_push_at", sa.DateTime(timezone=True)),
+    sa.Column("last_pull_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+)
+
+# Programme rules and offline limits (sync.ProgrammeSpec as JSON), replaced whole when config moves.
+programmes = sa.Table(
+    "programmes", metadata,
+    sa.Column("code", sa.String(32), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+)
+
+store_settings = sa.Table(
+    "store_settings", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("exposure_budget", sa.BigInteger, nullable=False),
+    sa.Column("budget_currency", sa.String(3), nullable=False),
+)
+
+tills = sa.Table(
+    "tills", metadata,
+    sa.Column("code", sa.String(32), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+)
+
+# The store's best estimate of each card it knows: central's last word plus what it did since.
+cards = sa.Table(
+    "cards", metadata,
+    sa.Column("number", sa.String(19), primary_key=True),
+    sa.Column("programme", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("balance", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("held", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("expires_on", sa.Date),
+    sa.Column("pack_sellable", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("offline_amount", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("offline_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_online_at", sa.DateTime(timezone=True)),
+    sa.Column("watch", sa.Boolean, nullable=False, server_default=sa.false()),  # tell central at the next pull
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+deny_list = sa.Table(
+    "deny_list", metadata,
+    sa.Column("number", sa.String(19), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+# Every till request the edge answered: the idempotency record and the store's transaction log.
+journal = sa.Table(
+    "journal", metadata,
+    sa.Column("txn_id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(24), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("card", sa.String(19)),
+    sa.Column("amount", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("original_txn_id", sa.String(36)),
+    sa.Column("decision", sa.String(8), nullable=False),  # online | offline
+    sa.Column("approved", sa.Boolean, nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("till", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_journal_original", "original_txn_id"),
+    sa.Index("ix_journal_card", "card"),
+)
+
+# Operations central has not acknowledged yet, in the store's gap-free sequence.
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("txn_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("card", sa.String(19), nullable=False),
+    sa.Column("delta", sa.BigInteger, nullable=False),  # what it did to the card's balance
+    sa.Column("debit", sa.Boolean, nullable=False),  # counts against the offline exposure
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("entry", sa.JSON, nullable=False),  # sync.OutboxEntry (its seq is the column's)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_outbox_card", "card"),
+)
+
+# Authorizations decided offline: local holds, closed exactly once (confirm, void or expiry).
+holds = sa.Table(
+    "holds", metadata,
+    sa.Column("txn_id", sa.String(36), primary_key=True),
+    sa.Column("card", sa.String(19), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # pending | confirmed | voided | expired
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("resolved_by", sa.String(36)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_holds_status", "status", "expires_at"),
+)
+
+number_blocks = sa.Table(
+    "number_blocks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("programme", sa.String(32), nullable=False),
+    sa.Column("first_serial", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("used", sa.Integer, nullable=False, server_default="0"),
+)
