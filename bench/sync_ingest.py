@@ -32,7 +32,7 @@ import aiohttp
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import code_version, db_url, pg_settings, throwaway_db  # noqa: E402
+from _common import code_version, db_url, pg_settings, postgres_backends, proc_cpu, throwaway_db  # noqa: E402
 from central_payments import STORE, check_ledger, pct, seed, start_server  # noqa: E402
 
 import sync  # noqa: E402
@@ -47,7 +47,7 @@ DAY = 50_000
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--entries", type=int, default=100_000, help="backlog size (default 100000)")
-    p.add_argument("--batch", type=int, default=1000, help="entries per push (default 1000)")
+    p.add_argument("--batch", type=int, default=5000, help="entries per push (default 5000, as the edge)")
     p.add_argument("--cards", type=int, default=20_000, help="cards the payments spread over (default 20000)")
     p.add_argument("--workers", type=int, default=1, help="central server processes (default 1)")
     args = p.parse_args()
@@ -117,6 +117,12 @@ async def run(base: str, numbers: list[str], args: argparse.Namespace) -> dict:
             "acked": answer.acked_seq}
 
 
+def cpu_split(server, dbname: str) -> tuple[float, float]:
+    """CPU seconds used so far by central's processes and by the database's PostgreSQL backends."""
+    return (sum(sum(proc_cpu(p)) for p in server.pids()),
+            sum(sum(proc_cpu(p)) for p in postgres_backends(dbname)))
+
+
 def main() -> int:
     args = parse_args()
     print(f"sync ingest: {args.entries:,} entries in batches of {args.batch:,} over {args.cards:,} cards")
@@ -133,7 +139,9 @@ def main() -> int:
         print(f"  seeded {args.cards:,} active cards in {time.monotonic() - t0:.1f} s")
         server = start_server(url, data_dir, args.workers, "WARNING")
         try:
+            before = cpu_split(server, name)
             result = asyncio.run(run(f"http://127.0.0.1:{server.port}", seeded["numbers"], args))
+            after = cpu_split(server, name)
         finally:
             server.stop()
         ledger = check_ledger(url)
@@ -146,6 +154,9 @@ def main() -> int:
         print(f"  first {DAY:,} entries (a busy store's day) in {result['day']:.2f} s (target < 10 s)")
     print(f"  per batch of {args.batch:,}: p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
           f"mean {statistics.fmean(lat):.1f} ms")
+    server_cpu, pg_cpu = (after[i] - before[i] for i in range(2))
+    print(f"  CPU: central {server_cpu:.1f} s ({server_cpu * 1e6 / args.entries:.0f} us/entry), "
+          f"PostgreSQL {pg_cpu:.1f} s ({pg_cpu * 1e6 / args.entries:.0f} us/entry)")
     print(f"  acked up to {result['acked']:,}; store entries held {held[0]:,} ({held[1]:,} distinct sequences)")
     print(f"  resending the first batch: statuses {sorted(result['resend_statuses'])} (want only duplicate)")
     print(f"  ledger: {ledger['bad']} accounts differ from their entries, {ledger['entries']:,} entries")

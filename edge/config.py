@@ -28,7 +28,7 @@ class EdgeConfig:
     # till does not pay the timeout while central is down (a successful sync ends it sooner).
     central_retry_seconds: float = 10.0
     sync_interval: float = 5.0
-    sync_batch: int = 1000
+    sync_batch: int = 5000  # entries per push: larger batches drain a backlog faster (at most 5000)
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     block_low_water: int = 50  # ask for another number block when this few numbers are left

@@ -7,6 +7,7 @@ sent something malformed) — never anything else, whatever the bytes.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -68,12 +69,12 @@ class OutboxEntry(Message):
     decided_at: AwareDatetime  # the store's clock, corrected by its offset to central's
     device_time: AwareDatetime | None = None  # the till's clock: informational only
 
-    def payload(self) -> dict:
-        """What makes the entry this entry (its id and sequence aside), for idempotency."""
-        return {"kind": self.kind.value, "card": self.card_number, "amount": self.amount,
-                "currency": self.currency, "till": self.till,
-                "original": str(self.original_txn_id) if self.original_txn_id else None,
-                "programme": self.programme}
+    def fingerprint(self, store: str) -> str:
+        """A digest of what makes the entry this entry (not its id or sequence), for idempotency:
+        its fields in a fixed order, cheaper than canonical JSON for batches of thousands."""
+        fields = (self.kind.value, self.card_number, self.amount, self.currency, self.till or "",
+                  self.original_txn_id or "", self.programme or "", store)
+        return hashlib.sha256("\x1f".join(map(str, fields)).encode()).hexdigest()
 
 
 class PushRequest(Message):

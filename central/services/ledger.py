@@ -7,7 +7,6 @@ card queue up and can never overdraw it.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -244,8 +244,14 @@ _PG_WRITE_BATCH = sa.text(
     f"{insert_rows_sql(operations, 'operations', _OPERATION_TYPES)}")
 
 
+def json_document(rows: Any) -> str:
+    """Rows as one JSON document for PostgreSQL: UUIDs and timestamps as text it parses. pydantic-core's
+    serializer knows those types natively, several times faster than json.dumps with a fallback."""
+    return pydantic_core.to_json(rows).decode()
+
+
 def _json_rows(rows: list[dict[str, Any]]) -> dict[str, str]:
-    return {"rows": json.dumps(rows, default=str)}  # UUIDs and timestamps as text PostgreSQL parses
+    return {"rows": json_document(rows)}
 
 
 class Ledger:
@@ -319,7 +325,7 @@ class Ledger:
             return
         deltas, entry_rows = self._entry_rows(lines, now)
         documents = {"deltas": deltas, "entries": entry_rows, "operations": rows}
-        await conn.execute(_PG_WRITE_BATCH, {k: json.dumps(v, default=str) for k, v in documents.items()})
+        await conn.execute(_PG_WRITE_BATCH, {k: json_document(v) for k, v in documents.items()})
 
     async def card_row(self, conn: AsyncConnection, row: Any) -> CardRow:
         return CardRow(

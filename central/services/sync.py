@@ -9,7 +9,6 @@ bulk statement per table. Nothing from a batch is applied unless all of it is.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -35,7 +34,6 @@ from core import (
     Programme,
     decide_sale,
     expiry_date,
-    fingerprint,
 )
 from sync import (
     DEBIT_KINDS,
@@ -83,7 +81,18 @@ from ..db.tables import (
 )
 from .admin import Forbidden, NotFound, bump_config
 from .issuing import reserve_serials
-from .ledger import MANY, STORED_VALUE, CardRow, Ledger, Origin, Outcome, PendingEntry, insert_rows_sql, mask
+from .ledger import (
+    MANY,
+    STORED_VALUE,
+    CardRow,
+    Ledger,
+    Origin,
+    Outcome,
+    PendingEntry,
+    insert_rows_sql,
+    json_document,
+    mask,
+)
 from .offline import OVERDRAFT, list_card, listings, release_repaid, unlist_card, watch
 
 __all__ = ["SyncService", "SyncStore", "SKEW_SECONDS"]
@@ -166,6 +175,12 @@ class _Batch:
             "details": {**({"seq": entry.seq, "kind": entry.kind.value, "card": mask(entry.card_number),
                             "amount": entry.amount} if entry else {}), **details},
             "status": "open", "created_at": self.now})
+
+
+def _result(*, seq: int, txn_id: uuid.UUID, status: EntryStatus, flags: tuple[str, ...] = (),
+            message: str = "") -> EntryResult:
+    # Central made these values itself: skipping validation saves most of a push's Python time.
+    return EntryResult.model_construct(seq=seq, txn_id=txn_id, status=status, flags=flags, message=message)
 
 
 def _insert(conn: AsyncConnection, table: sa.Table):
@@ -290,7 +305,7 @@ class SyncService:
             if held is None:
                 fresh.append(entry)
             elif held.status != S.HELD.value:  # a resent entry: it had its effect the first time
-                answers[entry.seq] = EntryResult(seq=entry.seq, txn_id=entry.txn_id, status=S.DUPLICATE)
+                answers[entry.seq] = _result(seq=entry.seq, txn_id=entry.txn_id, status=S.DUPLICATE)
         # Entries held by earlier pushes (waiting for their original) are tried again after this batch.
         waiting = [(r.epoch, r.seq, OutboxEntry.model_validate(r.payload)) for r in await conn.execute(
             sa.select(store_entries.c.epoch, store_entries.c.seq, store_entries.c.payload)
@@ -313,7 +328,7 @@ class SyncService:
             if decision.status != S.HELD:
                 changed.append((epoch, entry, decision))
             if epoch == store.epoch and entry.seq in recorded:  # resent while held: answer what it is now
-                answers[entry.seq] = EntryResult(seq=entry.seq, txn_id=entry.txn_id, status=decision.status,
+                answers[entry.seq] = _result(seq=entry.seq, txn_id=entry.txn_id, status=decision.status,
                                                  flags=tuple(decision.flags), message=decision.message)
         self._settle_overdrafts(batch)
         await self._write(conn, store, batch, fresh, decided, changed, now)
@@ -325,10 +340,10 @@ class SyncService:
         for entry in request.entries:
             if entry.seq in decided:
                 d = decided[entry.seq]
-                results.append(EntryResult(seq=entry.seq, txn_id=entry.txn_id, status=d.status, flags=tuple(d.flags),
+                results.append(_result(seq=entry.seq, txn_id=entry.txn_id, status=d.status, flags=tuple(d.flags),
                                            message=d.message))
             else:
-                results.append(answers.get(entry.seq) or EntryResult(seq=entry.seq, txn_id=entry.txn_id, status=S.HELD))
+                results.append(answers.get(entry.seq) or _result(seq=entry.seq, txn_id=entry.txn_id, status=S.HELD))
         return results, acked
 
     async def _load(self, conn: AsyncConnection, store: Any, entries: list[OutboxEntry], now: datetime,
@@ -353,12 +368,9 @@ class SyncService:
 
     # -- the conflict rules --------------------------------------------------------------------------
 
-    def _fingerprint(self, batch: _Batch, entry: OutboxEntry) -> str:
-        return fingerprint({**entry.payload(), "channel": "offline", "store": batch.store.code})
-
     async def _decide(self, conn: AsyncConnection, batch: _Batch, entry: OutboxEntry) -> _Decision:
         """Decide one entry against the batch's state, adding its rows to the batch."""
-        digest = self._fingerprint(batch, entry)
+        digest = entry.fingerprint(batch.store.code)
         known = batch.known.get(entry.txn_id)
         if known is not None:
             return self._already_recorded(batch, entry, known, digest)
@@ -603,11 +615,12 @@ class SyncService:
         if batch.rows:
             await self.ledger.write_batch(conn, batch.rows, batch.lines, now)
         if fresh:
+            pg = conn.dialect.name == "postgresql"
             rows = [{"store_id": store.id, "epoch": store.epoch, "seq": e.seq, "txn_id": e.txn_id, "kind": e.kind.value,
                      "status": decided[e.seq].status.value, "flags": decided[e.seq].flags,
-                     "payload": e.model_dump(mode="json"), "received_at": now} for e in fresh]
-            if conn.dialect.name == "postgresql":  # one statement, the rows as one JSON document
-                await conn.execute(_PG_INSERT_STORE_ENTRIES, {"rows": json.dumps(rows, default=str)})
+                     "payload": e if pg else e.model_dump(mode="json"), "received_at": now} for e in fresh]
+            if pg:  # one statement, the rows (entries as sent) as one JSON document
+                await conn.execute(_PG_INSERT_STORE_ENTRIES, {"rows": json_document(rows)})
             else:
                 await conn.execute(sa.insert(store_entries), rows)
         for epoch, entry, decision in changed:

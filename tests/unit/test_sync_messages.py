@@ -292,14 +292,15 @@ def test_messages_are_immutable():
         PUSH.epoch = 3  # type: ignore[misc]
 
 
-def test_payload_identifies_the_operation_not_its_sequence():
-    a = entry(1, ID1)
-    assert entry(9, ID2).payload() == a.payload()
-    assert entry(1, ID1, amount=1251).payload() != a.payload()
-    assert entry(1, ID1, card_number="6001000000000025").payload() != a.payload()
-    assert entry(1, ID1, kind=OperationKind.REFUND).payload() != a.payload()
-    assert entry(1, ID1, till="T2").payload() != a.payload()
-    assert entry(1, ID1, original_txn_id=ID2).payload()["original"] == str(ID2)
+def test_fingerprint_identifies_the_operation_not_its_id_or_sequence():
+    a = entry(1, ID1).fingerprint("S1")
+    assert entry(9, ID2).fingerprint("S1") == a
+    assert entry(1, ID1).fingerprint("S2") != a
+    assert entry(1, ID1, amount=1251).fingerprint("S1") != a
+    assert entry(1, ID1, card_number="6001000000000025").fingerprint("S1") != a
+    assert entry(1, ID1, kind=OperationKind.REFUND).fingerprint("S1") != a
+    assert entry(1, ID1, till="T2").fingerprint("S1") != a
+    assert entry(1, ID1, original_txn_id=ID2).fingerprint("S1") != a
 
 
 def test_debit_kinds_are_synced_kinds_that_take_value_off_a_card():
