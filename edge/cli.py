@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -57,7 +58,11 @@ def run_edge(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging(config.log_level)
     if args.command == "serve":
-        config.secret()  # refuse to start without a usable secret rather than fail every sync
+        try:
+            config.secret()  # refuse to start without a usable secret rather than fail every sync
+        except ValueError as exc:
+            print(f"error: bad_configuration: {exc}", file=sys.stderr)
+            return 2
         log.info("edge listening url=http://%s:%s store=%s", config.host, config.port, config.store)
         web.run_app(create_app(config), host=config.host, port=config.port, access_log_class=AccessLogger,
                     print=None)

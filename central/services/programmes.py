@@ -89,4 +89,6 @@ async def _refuse_overlap(conn: AsyncConnection, template: NumberTemplate) -> No
 
 async def list_programmes(conn: AsyncConnection) -> list[dict[str, Any]]:
     rows = await conn.execute(sa.select(programmes).order_by(programmes.c.id))
-    return [programme_dict(programme_from_row(r)) for r in rows]
+    return [{**programme_dict(programme_from_row(r)), "offline_limits": {
+        "floor_limit": r.floor_limit, "card_offline_amount": r.card_offline_amount,
+        "card_offline_count": r.card_offline_count}} for r in rows]

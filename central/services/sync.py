@@ -270,6 +270,11 @@ class SyncService:
                 log.warning("sync batch quarantined store=%s reason=%r", store.code, reason)
                 return PushResponse(acked_seq=store.acked_seq, epoch=store.epoch, quarantined=True, message=reason)
             results, acked = await self._apply(conn, store, request, recorded, now)
+            # The store reported itself before this batch: what the batch acknowledged is no longer
+            # waiting at the store, so head office sees the figures as they are after the push.
+            taken = [e for e in request.entries if e.seq <= acked]
+            contact.update(reported_backlog=max(0, request.backlog - len(taken)), reported_exposure=max(
+                0, request.offline_exposure - sum(e.amount for e in taken if e.kind in DEBIT_KINDS)))
             await conn.execute(sa.update(stores).where(stores.c.id == store.id).values(acked_seq=acked, **contact))
         log.info("sync push store=%s entries=%d acked=%d", store.code, len(request.entries), acked)
         return PushResponse(acked_seq=acked, epoch=store.epoch, results=tuple(results))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from central.db.tables import UTCDateTime
+
 __all__ = ["metadata", "sync_state", "programmes", "store_settings", "tills", "cards", "deny_list", "journal",
            "outbox", "holds", "number_blocks"]
 
@@ -22,8 +24,8 @@ sync_state = sa.Table(
     sa.Column("config_version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("clock_offset", sa.Float, nullable=False, server_default="0"),
     sa.Column("quarantined", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("last_push_at", sa.DateTime(timezone=True)),
-    sa.Column("last_pull_at", sa.DateTime(timezone=True)),
+    sa.Column("last_push_at", UTCDateTime),
+    sa.Column("last_pull_at", UTCDateTime),
     sa.Column("last_error", sa.Text),
 )
 
@@ -61,9 +63,9 @@ cards = sa.Table(
     sa.Column("pack_sellable", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("offline_amount", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("offline_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("last_online_at", sa.DateTime(timezone=True)),
+    sa.Column("last_online_at", UTCDateTime),
     sa.Column("watch", sa.Boolean, nullable=False, server_default=sa.false()),  # tell central at the next pull
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
 deny_list = sa.Table(
@@ -86,7 +88,7 @@ journal = sa.Table(
     sa.Column("approved", sa.Boolean, nullable=False),
     sa.Column("result", sa.JSON, nullable=False),
     sa.Column("till", sa.String(32)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_journal_original", "original_txn_id"),
     sa.Index("ix_journal_card", "card"),
 )
@@ -101,7 +103,7 @@ outbox = sa.Table(
     sa.Column("debit", sa.Boolean, nullable=False),  # counts against the offline exposure
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("entry", sa.JSON, nullable=False),  # sync.OutboxEntry (its seq is the column's)
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_outbox_card", "card"),
 )
 
@@ -113,9 +115,9 @@ holds = sa.Table(
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("status", sa.String(12), nullable=False),  # pending | confirmed | voided | expired
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("resolved_by", sa.String(36)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_holds_status", "status", "expires_at"),
 )
 

@@ -59,8 +59,13 @@ async def test_ack_stops_at_a_gap_until_it_is_filled(world):
     peer = await SyncPeer.enrol(world)
     card = await world.sell("FLEX", 5000)
     one, two, three = (entry(i, K.PAYMENT, card, 100) for i in (1, 2, 3))
-    assert (await peer.push([one, three])).acked_seq == 1
-    assert (await peer.push([two])).acked_seq == 3
+    # The store reports what waits at it before the push; head office sees what waits after it.
+    assert (await peer.push([one, three], backlog=3, exposure=300)).acked_seq == 1
+    status = {s["store"]: s for s in await world.admin("GET", "/api/v1/admin/sync/stores")}
+    assert (status["S1"]["backlog"], status["S1"]["offline_exposure"]) == (2, 200)
+    assert (await peer.push([two, three], backlog=2, exposure=200)).acked_seq == 3
+    status = {s["store"]: s for s in await world.admin("GET", "/api/v1/admin/sync/stores")}
+    assert (status["S1"]["backlog"], status["S1"]["offline_exposure"]) == (0, 0)
     assert await balance(world, card) == 4700
     await world.ledger_consistent()
 
@@ -224,6 +229,9 @@ async def test_pull_ships_limits_tills_snapshots_and_disjoint_blocks(world):
     first = await s1.pull(want_blocks=("GIFT",))
     flex = {p.code: p for p in first.programmes}["FLEX"]
     assert (flex.floor_limit, flex.card_offline_amount, flex.card_offline_count) == (2000, 4000, 2)
+    listed = {p["code"]: p for p in await world.admin("GET", "/api/v1/admin/programmes")}
+    assert listed["FLEX"]["offline_limits"] == {"floor_limit": 2000, "card_offline_amount": 4000,
+                                                "card_offline_count": 2}
     assert [t.code for t in first.tills] == ["T1"] and len(first.tills[0].token_hash) == 64
     assert (first.store.exposure_budget, first.store.epoch) == (25000, 0)
     snapshots = {c.number: c for c in first.cards}
