@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="area", required=True)
 
-    demo = sub.add_parser("demo", help="run the demo: central on embedded SQLite with seeded data")
+    demo = sub.add_parser("demo", help="run the demo: central and a store's edge node on embedded SQLite, seeded")
     demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--edge-port", type=int, default=8090)
     demo.add_argument("--data-dir", default="var/demo")
 
     central = sub.add_parser("central", help="the head-office server")
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(args.data_dir)
         if data_dir.exists():  # every demo starts from fresh seed data
             shutil.rmtree(data_dir)
-        return run_demo(data_dir, args.port)
+        return run_demo(data_dir, args.port, args.edge_port)
 
     config = _config(args)
     if args.command == "serve":

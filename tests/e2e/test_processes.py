@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -147,39 +148,88 @@ async def test_two_workers_on_postgres_never_overdraw(tmp_path: Path, pg_only_ur
         stop(proc)
 
 
+async def run_printed(session: aiohttp.ClientSession, line: str):
+    """Run one command line of the demo's text as printed: ``kill`` by the shell, ``curl`` over HTTP."""
+    if line.startswith("kill "):
+        subprocess.run(line, shell=True, check=True)
+        return None
+    argv = shlex.split(line)
+    headers, data, method = {}, None, "GET"
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "-H":
+            key, _, val = value.partition(": ")
+            headers[key] = val
+        elif flag == "-d":
+            data = value
+        elif flag == "-X":
+            method = value
+    url = next(a for a in argv if a.startswith("http"))
+    async with session.request(method, url, data=data, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
 async def test_demo_prints_commands_that_work(tmp_path: Path):
-    port = free_port()
-    proc = subprocess.Popen([*CLI, "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")],
+    port, edge_port = free_port(), free_port()
+    # A session of its own, so that a Ctrl+C can be sent to the demo's whole process group as a terminal does.
+    proc = subprocess.Popen([*CLI, "demo", "--port", str(port), "--edge-port", str(edge_port),
+                             "--data-dir", str(tmp_path / "demo")], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
     try:
-        lines = []
         for line in proc.stdout:
-            lines.append(line)
+            output.append(line)
             if "Press Ctrl+C" in line:
                 break
+        # Keep reading, so that the demo's logs never fill the pipe and block it.
+        drain = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+        drain.start()
         await wait_healthy(f"http://127.0.0.1:{port}", proc)
-        text = "".join(lines).replace("\\\n", " ")
-        commands = [shlex.split(c.strip()) for c in text.splitlines() if c.strip().startswith("curl ")]
-        assert len(commands) == 5
-        outputs = []
-        for argv in commands:
-            headers, data = {}, None
-            for flag, value in zip(argv, argv[1:]):
-                if flag == "-H":
-                    key, _, val = value.partition(": ")
-                    headers[key] = val
-                if flag == "-d":
-                    data = value
-            url = next(a for a in argv if a.startswith("http"))
-            async with aiohttp.ClientSession() as session:
-                async with session.post(url, data=data, headers=headers) as resp:
-                    assert resp.status == 200, await resp.text()
-                    outputs.append(await resp.json())
-        sale, payment, balance, web, login = outputs
-        assert sale["approved"] and payment["approved"] and balance["balance"] == 3750
-        assert web["balance"] == 3750 and login["role"] == "admin"
+        await wait_healthy(f"http://127.0.0.1:{edge_port}", proc)
+        text = "".join(output).replace("\\\n", " ")
+        central_pid = int(re.search(r"\(process (\d+)\)", text).group(1))
+        commands = [c.strip() for c in text.splitlines() if c.strip().startswith(("curl ", "kill "))]
+        assert len(commands) == 11
+        edge, central = f"http://127.0.0.1:{edge_port}/", f"http://127.0.0.1:{port}/"
+        (sale, payment, balance, web, cut, offline_payment, offline_balance, heal, health, login,
+         stores) = commands
+        assert all(edge in c for c in (sale, payment, balance, offline_payment, offline_balance, health))
+        assert all(central in c for c in (web, login, stores))
+        assert (cut, heal) == (f"kill -STOP {central_pid}", f"kill -CONT {central_pid}")
+        async with aiohttp.ClientSession() as session:
+            answers = [await run_printed(session, c) for c in (sale, payment, balance, web)]
+            assert [a.get("decision") for a in answers] == ["online", "online", "online", None]
+            assert answers[0]["approved"] and answers[1]["approved"]
+            assert answers[2]["balance"] == 3750 and answers[3]["balance"] == 3750
+
+            await run_printed(session, cut)
+            paid = await run_printed(session, offline_payment)
+            assert (paid["decision"], paid["approved"], paid["balance"]) == ("offline", True, 2750)
+            known = await run_printed(session, offline_balance)
+            assert (known["decision"], known["balance"]) == ("offline", 2750)
+            assert (await run_printed(session, health))["backlog"] == 1
+
+            await run_printed(session, heal)
+            for _ in range(300):
+                state = await run_printed(session, health)
+                if state["backlog"] == 0 and state["central"] == "reachable":
+                    break
+                await asyncio.sleep(0.1)
+            assert (state["backlog"], state["central"], state["acked_seq"]) == (0, "reachable", 1)
+            assert (await run_printed(session, web))["balance"] == 2750  # central has the offline payment
+            assert (await run_printed(session, login))["role"] == "admin"
+            [store] = await run_printed(session, stores)
+            assert (store["store"], store["acked_seq"]) == ("S001", 1) and store["last_contact_at"]
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: the edge stops, then central
+        assert proc.wait(timeout=30) == 0
+        drain.join(timeout=10)
+        with pytest.raises(ProcessLookupError):
+            os.kill(central_pid, 0)
+        assert "Traceback" not in "".join(output)
     finally:
-        stop(proc)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGCONT)  # a failure between the printed kill -STOP and -CONT
+            stop(proc)
 
 
 def test_cli_reports_domain_errors_in_one_line(tmp_path: Path):
