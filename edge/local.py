@@ -11,10 +11,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import HoldExpiryPolicy, NumberBlock, NumberTemplate, Programme, ProgrammeKind, ValueRules
 from sync import ProgrammeSpec
 
-from .db.tables import cards, holds, number_blocks, outbox, programmes, store_settings, sync_state
+from .db.tables import cards, holds, number_blocks, outbox, programmes, store_settings, sync_state, tills
 
-__all__ = ["SyncState", "programme_of", "load_programmes", "sync_position", "exposure", "unacked_deltas",
-           "has_unacked", "pending_held", "upsert_card", "load_blocks", "programme_for_number"]
+__all__ = ["Configuration", "SyncState", "programme_of", "load_programmes", "sync_position", "exposure",
+           "unacked_deltas", "has_unacked", "pending_held", "upsert_card", "load_blocks", "programme_for_number"]
+
+
+# Hot-path statements are built once: building Core statements per request costs more CPU than
+# running them on a local SQLite file.
+_SYNC_STATE = sa.select(sync_state).where(sync_state.c.id == 1)
+_SETTINGS = sa.select(store_settings).where(store_settings.c.id == 1)
+_PROGRAMMES = sa.select(programmes.c.spec)
+_TILLS = sa.select(tills.c.token_hash, tills.c.code, tills.c.active)
+_DEBITS = sa.select(sa.func.coalesce(sa.func.sum(outbox.c.amount), 0)).where(outbox.c.debit)
+_HELD = sa.select(sa.func.coalesce(sa.func.sum(holds.c.amount), 0)).where(holds.c.status == "pending")
+_HELD_ON_CARD = _HELD.where(holds.c.card == sa.bindparam("card"))
+_UNACKED = sa.select(sa.func.coalesce(sa.func.sum(outbox.c.delta), 0)).where(outbox.c.card == sa.bindparam("card"))
+_QUEUED = sa.select(outbox.c.seq).where(outbox.c.card == sa.bindparam("card")).limit(1)
+_HOLDING = sa.select(holds.c.txn_id).where(holds.c.card == sa.bindparam("card"), holds.c.status == "pending").limit(1)
+_UPDATE_CARD = sa.update(cards).where(cards.c.number == sa.bindparam("key"))
 
 
 class SyncState(dict):
@@ -36,7 +51,7 @@ def programme_of(spec: ProgrammeSpec) -> Programme:
 
 
 async def load_programmes(conn: AsyncConnection) -> dict[str, ProgrammeSpec]:
-    rows = (await conn.execute(sa.select(programmes.c.spec))).scalars()
+    rows = (await conn.execute(_PROGRAMMES)).scalars()
     return {spec["code"]: ProgrammeSpec.model_validate(spec) for spec in rows}
 
 
@@ -49,47 +64,60 @@ def programme_for_number(specs: dict[str, ProgrammeSpec], number: str) -> Progra
 
 
 async def sync_position(conn: AsyncConnection) -> SyncState:
-    return SyncState((await conn.execute(sa.select(sync_state).where(sync_state.c.id == 1))).mappings().one())
+    return SyncState((await conn.execute(_SYNC_STATE)).mappings().one())
 
 
 async def settings(conn: AsyncConnection) -> Any:
-    return (await conn.execute(sa.select(store_settings).where(store_settings.c.id == 1))).first()
+    return (await conn.execute(_SETTINGS)).first()
+
+
+class Configuration:
+    """Programmes, the store's budget and its till tokens: they change only when a pull moves
+    ``config_version``, so each version is read from the database once."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.specs: dict[str, ProgrammeSpec] = {}
+        self.settings: Any = None
+        self.tills: dict[str, tuple[str, bool]] = {}  # token hash -> (till code, active)
+
+    async def current(self, conn: AsyncConnection, version: int) -> Configuration:
+        if version != self.version:
+            self.specs = await load_programmes(conn)
+            self.settings = await settings(conn)
+            self.tills = {r.token_hash: (r.code, r.active) for r in await conn.execute(_TILLS)}
+            self.version = version
+        return self
 
 
 async def exposure(conn: AsyncConnection) -> int:
     """Offline debits central has not acknowledged, plus what local holds reserve."""
-    debits = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(outbox.c.amount), 0))
-                                 .where(outbox.c.debit))).scalar_one()
+    debits = (await conn.execute(_DEBITS)).scalar_one()
     return int(debits) + await pending_held(conn)
 
 
 async def pending_held(conn: AsyncConnection, number: str | None = None) -> int:
-    query = sa.select(sa.func.coalesce(sa.func.sum(holds.c.amount), 0)).where(holds.c.status == "pending")
-    if number is not None:
-        query = query.where(holds.c.card == number)
-    return int((await conn.execute(query)).scalar_one())
+    if number is None:
+        return int((await conn.execute(_HELD)).scalar_one())
+    return int((await conn.execute(_HELD_ON_CARD, {"card": number})).scalar_one())
 
 
 async def unacked_deltas(conn: AsyncConnection, number: str) -> int:
     """What this store's unacknowledged entries do to a card's balance."""
-    return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(outbox.c.delta), 0))
-                                   .where(outbox.c.card == number))).scalar_one())
+    return int((await conn.execute(_UNACKED, {"card": number})).scalar_one())
 
 
 async def has_unacked(conn: AsyncConnection, number: str) -> bool:
     """Whether only this store knows the card's latest state (unacked entries or an offline hold)."""
-    queued = await conn.execute(sa.select(outbox.c.seq).where(outbox.c.card == number).limit(1))
-    if queued.first() is not None:
+    if (await conn.execute(_QUEUED, {"card": number})).first() is not None:
         return True
-    held = await conn.execute(sa.select(holds.c.txn_id).where(holds.c.card == number,
-                                                              holds.c.status == "pending").limit(1))
-    return held.first() is not None
+    return (await conn.execute(_HOLDING, {"card": number})).first() is not None
 
 
 async def upsert_card(conn: AsyncConnection, number: str, now: datetime, **values: Any) -> None:
     """Insert or update one cached card (``programme`` and ``state`` are needed to insert)."""
     values["updated_at"] = now
-    updated = await conn.execute(sa.update(cards).where(cards.c.number == number).values(**values))
+    updated = await conn.execute(_UPDATE_CARD, {"key": number, **values})
     if updated.rowcount == 0:
         await conn.execute(sa.insert(cards).values(number=number, **values))
 

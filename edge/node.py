@@ -51,7 +51,7 @@ from sync import DEBIT_KINDS, OutboxEntry, ProgrammeSpec
 from . import local
 from .config import EdgeConfig
 from .db import EdgeDatabase
-from .db.tables import cards, deny_list, holds, journal, number_blocks, outbox, sync_state, tills
+from .db.tables import cards, deny_list, holds, journal, number_blocks, outbox, sync_state
 
 __all__ = ["EdgeNode", "TillOp", "AuthError", "ISSUE"]
 
@@ -59,6 +59,17 @@ log = logging.getLogger("tessera.edge")
 
 K = OperationKind
 ISSUE = K.STORE_ISSUE
+
+# The statements of every till request, built once (building them per request costs more than
+# running them).
+_CONFIG_VERSION = sa.select(sync_state.c.config_version).where(sync_state.c.id == 1)
+_REPLAY = sa.select(journal.c.fingerprint, journal.c.result).where(journal.c.txn_id == sa.bindparam("txn"))
+_ORIGINAL = sa.select(journal.c.card, journal.c.decision).where(journal.c.txn_id == sa.bindparam("txn"))
+_CARD = sa.select(cards).where(cards.c.number == sa.bindparam("number"))
+_DENIED = sa.select(deny_list.c.number).where(deny_list.c.number == sa.bindparam("number"))
+_INSERT_JOURNAL = sa.insert(journal)
+_INSERT_OUTBOX = sa.insert(outbox)
+_NEXT_SEQ = sa.update(sync_state).where(sync_state.c.id == 1)
 
 
 class AuthError(DomainError):
@@ -113,6 +124,7 @@ class EdgeNode:
         self.clock_offset = 0.0  # central's clock minus ours, learned from sync answers
         self._down_until = 0.0
         self._down_reason: str | None = None
+        self.configuration = local.Configuration()
 
     async def start(self) -> None:
         async with self.db.begin() as conn:
@@ -149,11 +161,11 @@ class EdgeNode:
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("send Authorization: Bearer <till token>")
         async with self.db.begin() as conn:
-            row = (await conn.execute(sa.select(tills.c.code, tills.c.active)
-                                      .where(tills.c.token_hash == hash_token(token.strip())))).first()
-        if row is None or not row.active:
+            config = await self.configuration.current(conn, (await conn.execute(_CONFIG_VERSION)).scalar_one())
+        till = config.tills.get(hash_token(token.strip()))
+        if till is None or not till[1]:
             raise AuthError("unknown or disabled till token")
-        return row.code
+        return till[0]
 
     # -- the decision flow -------------------------------------------------------------------------
 
@@ -176,8 +188,7 @@ class EdgeNode:
         return await self._offline(op, digest)
 
     async def _replay(self, conn: AsyncConnection, op: TillOp, digest: str) -> dict[str, Any] | None:
-        row = (await conn.execute(sa.select(journal.c.fingerprint, journal.c.result)
-                                  .where(journal.c.txn_id == str(op.txn_id)))).first()
+        row = (await conn.execute(_REPLAY, {"txn": str(op.txn_id)})).first()
         if row is None:
             return None
         if row.fingerprint != digest:
@@ -191,8 +202,7 @@ class EdgeNode:
         number = op.get("card_number")
         original = op.get("original_txn_id")
         if original is not None:
-            orig = (await conn.execute(sa.select(journal.c.card, journal.c.decision)
-                                       .where(journal.c.txn_id == str(original)))).first()
+            orig = (await conn.execute(_ORIGINAL, {"txn": str(original)})).first()
             if orig is not None:
                 number = number or orig.card
             if op.kind in (K.CONFIRM, K.VOID):
@@ -226,7 +236,7 @@ class EdgeNode:
             first = await self._replay(conn, op, digest)
             if first is not None:  # a concurrent repeat recorded it first
                 return first, True
-            await conn.execute(sa.insert(journal).values(
+            await conn.execute(_INSERT_JOURNAL, dict(
                 txn_id=str(op.txn_id), kind=op.kind.value, fingerprint=digest, card=number,
                 amount=int(data.get("amount") or 0), original_txn_id=_text(op.get("original_txn_id")),
                 decision="online", approved=bool(data.get("approved")), result=data, till=op.till, created_at=now))
@@ -292,7 +302,7 @@ class EdgeNode:
             first = await self._replay(conn, op, digest)
             if first is not None:
                 return 200, first, True
-            ctx = await _Context.load(conn, now)
+            ctx = await _Context.load(conn, now, self.configuration)
             handler = getattr(self, f"_off_{op.kind.value}")
             out: _Offline = await handler(conn, ctx, op)
             number = out.card.number if out.card is not None else op.get("card_number")
@@ -304,7 +314,7 @@ class EdgeNode:
                 if out.entry is not None:
                     await self._enqueue(conn, ctx, op, number, out, now)
             result = self._result(op, out, number, now)
-            await conn.execute(sa.insert(journal).values(
+            await conn.execute(_INSERT_JOURNAL, dict(
                 txn_id=str(op.txn_id), kind=op.kind.value, fingerprint=digest, card=number,
                 amount=out.decision.amount, original_txn_id=_text(op.get("original_txn_id")), decision="offline",
                 approved=out.decision.approved, result=result, till=op.till, created_at=now))
@@ -319,10 +329,10 @@ class EdgeNode:
                             amount=e["amount"], currency=out.currency, till=op.till,
                             original_txn_id=e.get("original"), programme=e.get("programme"),
                             deny_version=ctx.state.deny_version, decided_at=now, device_time=op.get("device_time"))
-        await conn.execute(sa.insert(outbox).values(
+        await conn.execute(_INSERT_OUTBOX, dict(
             seq=entry.seq, txn_id=str(op.txn_id), card=number, delta=e["delta"], debit=e["kind"] in DEBIT_KINDS,
             amount=e["amount"], entry=entry.model_dump(mode="json"), created_at=now))
-        await conn.execute(sa.update(sync_state).where(sync_state.c.id == 1).values(next_seq=entry.seq + 1))
+        await conn.execute(_NEXT_SEQ, {"next_seq": entry.seq + 1})
 
     def _result(self, op: TillOp, out: _Offline, number: str | None, now: datetime) -> dict[str, Any]:
         d = out.decision
@@ -347,7 +357,7 @@ class EdgeNode:
     async def _card(self, conn: AsyncConnection, ctx: _Context, number: str | None) -> Any:
         if number is None:
             return None
-        return (await conn.execute(sa.select(cards).where(cards.c.number == number))).first()
+        return (await conn.execute(_CARD, {"number": number})).first()
 
     async def _known_card(self, conn, ctx: _Context, op: TillOp) -> tuple[Any, ProgrammeSpec] | _Offline:
         row = await self._card(conn, ctx, op.get("card_number"))
@@ -613,9 +623,10 @@ class _Context:
     settings: Any
 
     @classmethod
-    async def load(cls, conn: AsyncConnection, now: datetime) -> _Context:
-        return cls(now, await local.sync_position(conn), await local.load_programmes(conn),
-                   await local.settings(conn))
+    async def load(cls, conn: AsyncConnection, now: datetime, configuration: local.Configuration) -> _Context:
+        state = await local.sync_position(conn)
+        config = await configuration.current(conn, state.config_version)
+        return cls(now, state, config.specs, config.settings)
 
     @property
     def today(self):
@@ -627,8 +638,7 @@ class _Context:
                         pack_sellable=row.pack_sellable)
 
     async def denied(self, conn: AsyncConnection, number: str) -> bool:
-        row = await conn.execute(sa.select(deny_list.c.number).where(deny_list.c.number == number))
-        return row.first() is not None
+        return (await conn.execute(_DENIED, {"number": number})).first() is not None
 
     async def budget(self, conn: AsyncConnection, currency: str) -> StoreBudget:
         if self.settings is None:  # never pulled: no budget at all

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["async_url", "sync_url", "create_engine", "ensure_sqlite_dir", "is_sqlite"]
+__all__ = ["async_url", "sync_url", "create_engine", "durable_sqlite", "ensure_sqlite_dir", "is_sqlite"]
 
 
 def async_url(url: str) -> str:
@@ -56,9 +56,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # One connection: SQLite has a single writer anyway, and queueing in the pool is fairer than
     # spinning on SQLITE_BUSY. BEGIN IMMEDIATE keeps other processes (the CLI) from deadlocking us.
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
-    sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
-    sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    durable_sqlite(engine.sync_engine)
     return engine
+
+
+def durable_sqlite(engine: sa.Engine) -> None:
+    """WAL, a full fsync at every commit, foreign keys, a busy timeout, and BEGIN IMMEDIATE."""
+    sa.event.listen(engine, "connect", _sqlite_connect)
+    sa.event.listen(engine, "begin", _sqlite_begin)
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:
