@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
@@ -25,6 +26,10 @@ def create_app(config: CentralConfig, *, migrate: bool = True) -> web.Applicatio
     app[BACKGROUND] = set()
 
     async def central_ctx(app: web.Application):
+        # Batches (sync pushes, group commits) allocate thousands of short-lived objects; with the
+        # default thresholds the cyclic collector runs every 700 allocations and, as the heap grows,
+        # takes a tenth of a push's CPU. Requests free what they make, so collect far less often.
+        gc.set_threshold(100_000, 50, 100)
         if migrate:
             await asyncio.to_thread(upgrade, config.database_url)
         central = Central.open(config)

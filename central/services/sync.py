@@ -423,11 +423,10 @@ class SyncService:
         """The operation row (and, if approved, its ledger lines) of a decided entry."""
         origin = Origin("offline", batch.store.id, batch.tills.get(entry.till or ""))
         card = outcome.card
-        # Kept small: a sync batch writes thousands of these in one statement.
-        result = {"txn_id": str(entry.txn_id), "operation": entry.kind.value, "approved": outcome.approved,
-                  "decline_code": outcome.code.value if outcome.code else None, "message": outcome.message,
-                  "amount": outcome.amount, "decision": "offline", "store": batch.store.code, "seq": entry.seq,
-                  "status": decision.status.value, "flags": decision.flags, "decided_at": entry.decided_at.isoformat(),
+        # Kept small: a sync batch writes thousands of these in one statement, and the operation's
+        # columns (kind, approval, decline code, amount, card, store) already say the rest.
+        result = {"decision": "offline", "seq": entry.seq, "status": decision.status.value, "flags": decision.flags,
+                  "message": outcome.message, "decided_at": entry.decided_at.isoformat(),
                   "balance": card.balance if card else None}
         row = self.ledger.operation_row(entry.txn_id, entry.kind, digest, origin, outcome, result,
                                         entry.device_time, batch.now)
