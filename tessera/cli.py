@@ -22,6 +22,7 @@ from central.db import upgrade
 from central.logs import AccessLogger, setup_logging
 from central.services import audit
 from core import DomainError
+from edge.cli import add_edge_commands, run_edge
 
 log = logging.getLogger("tessera.cli")
 
@@ -163,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--issue", type=int, required=True)
     p = common(csub.add_parser("store-secret", help="issue a new sync secret for a store's edge node (printed once)"))
     p.add_argument("--store", required=True)
-
-    from edge.cli import add_edge_commands, run_edge
 
     add_edge_commands(sub)
 
