@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["CentralConfig", "load_config"]
+__all__ = ["CentralConfig", "load_config", "load_typed"]
 
 
 @dataclass(frozen=True)
@@ -82,28 +83,38 @@ def _coerce(kind: Any, raw: Any) -> Any:
         return int(raw)
     if kind in (float, "float"):
         return float(raw)
-    if kind in (Path, "Path"):
+    if kind in (Path, "Path", "Path | None"):
         return Path(raw)
     return str(raw)
+
+
+C = TypeVar("C")
+
+
+def load_typed(cls: type[C], *, section: str, prefix: str, path: str | os.PathLike | None,
+               env: Mapping[str, str] | None, overrides: dict[str, Any]) -> C:
+    """A frozen config dataclass from a TOML file (its ``[section]``, or the top level), then
+    ``<prefix><FIELD>`` environment variables, then explicit overrides (None ones ignored)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get(f"{prefix}CONFIG")
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        values.update(data.get(section, data))
+    known = {f.name: f.type for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {section} configuration keys: {', '.join(sorted(unknown))}")
+    for name in known:
+        key = f"{prefix}{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(cls(), **{k: _coerce(known[k], v) for k, v in values.items()})
 
 
 def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
                 **overrides: Any) -> CentralConfig:
     """File values, then ``TESSERA_<FIELD>`` environment variables, then explicit overrides."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    path = path or env.get("TESSERA_CONFIG")
-    if path:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        values.update(data.get("central", data))
-    known = {f.name: f.type for f in fields(CentralConfig)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-    for name in known:
-        key = f"TESSERA_{name.upper()}"
-        if key in env:
-            values[name] = env[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return replace(CentralConfig(), **{k: _coerce(known[k], v) for k, v in values.items()})
+    return load_typed(CentralConfig, section="central", prefix="TESSERA_", path=path, env=env, overrides=overrides)

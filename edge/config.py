@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central.config import _coerce as coerce
+from central.config import load_typed
 
 __all__ = ["EdgeConfig", "load_edge_config"]
 
@@ -58,21 +57,4 @@ class EdgeConfig:
 def load_edge_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
                      **overrides: Any) -> EdgeConfig:
     """File values ([edge] section), then ``TESSERA_EDGE_<FIELD>`` variables, then explicit overrides."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    path = path or env.get("TESSERA_EDGE_CONFIG")
-    if path:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        values.update(data.get("edge", data))
-    known = {f.name: f.type for f in fields(EdgeConfig)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown edge configuration keys: {', '.join(sorted(unknown))}")
-    for name in known:
-        key = f"TESSERA_EDGE_{name.upper()}"
-        if key in env:
-            values[name] = env[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    kinds = {name: ("Path" if name == "database" else kind) for name, kind in known.items()}
-    return replace(EdgeConfig(), **{k: coerce(kinds[k], v) for k, v in values.items()})
+    return load_typed(EdgeConfig, section="edge", prefix="TESSERA_EDGE_", path=path, env=env, overrides=overrides)

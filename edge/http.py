@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from central.http import schemas as s
-from core import DomainError, IdempotencyConflict, OperationKind
+from central.http.routing import error_middleware_for
+from core import IdempotencyConflict, OperationKind
 
 from . import local
 from .db.tables import outbox
@@ -47,38 +47,8 @@ TILL_ROUTES: dict[str, tuple[OperationKind, type[BaseModel], str]] = {
 }
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status, headers=headers)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Every failure leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
-    try:
-        return await handler(request)
-    except AuthError as exc:
-        return error_response(401, exc.code, exc.message)
-    except IdempotencyConflict as exc:
-        return error_response(409, exc.code, exc.message)
-    except DomainError as exc:
-        return error_response(422, exc.code, exc.message)
-    except ValidationError as exc:
-        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
-        if bad_json is not None:
-            return error_response(400, "invalid_json", f"body is not valid JSON: {bad_json['msg']}")
-        first = details[0]
-        return error_response(422, "invalid_request", f"{first['field']}: {first['problem']}", details=details)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
-    except Exception:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unhandled error incident=%s method=%s path=%s", incident, request.method, request.path)
-        return error_response(500, "internal_error", f"internal error (incident {incident})")
+# The edge's failures leave as central's do; only its own errors are mapped.
+error_middleware = error_middleware_for({AuthError: 401, IdempotencyConflict: 409})
 
 
 def _till_handler(path: str, kind: OperationKind, model: type[BaseModel]):

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import needs_block
 from sync import (
     MSGPACK,
+    CardSnapshot,
     Cursor,
     OutboxEntry,
     ProtocolError,
@@ -41,7 +43,17 @@ from sync.messages import Message
 from . import local
 from .config import EdgeConfig
 from .db import EdgeDatabase
-from .db.tables import cards, deny_list, number_blocks, outbox, programmes, store_settings, sync_state, tills
+from .db.tables import (
+    cards,
+    deny_list,
+    holds,
+    number_blocks,
+    outbox,
+    programmes,
+    store_settings,
+    sync_state,
+    tills,
+)
 from .node import EdgeNode
 
 __all__ = ["SyncClient", "SyncError", "SyncReport"]
@@ -49,6 +61,14 @@ __all__ = ["SyncClient", "SyncError", "SyncReport"]
 log = logging.getLogger("tessera.edge.sync")
 
 PUSH, PULL = "/api/v1/sync/push", "/api/v1/sync/pull"
+_NUMBERS = sa.bindparam("numbers", expanding=True)
+_UNACKED_BY_CARD = (sa.select(outbox.c.card, sa.func.sum(outbox.c.delta)).where(outbox.c.card.in_(_NUMBERS))
+                    .group_by(outbox.c.card))
+_HELD_BY_CARD = (sa.select(holds.c.card, sa.func.sum(holds.c.amount))
+                 .where(holds.c.card.in_(_NUMBERS), holds.c.status == "pending").group_by(holds.c.card))
+_KNOWN_CARDS = sa.select(cards.c.number).where(cards.c.number.in_(_NUMBERS))
+_UPDATE_CARD = sa.update(cards).where(cards.c.number == sa.bindparam("key"))
+_INSERT_CARD = sa.insert(cards)
 TIME_HEADER = "X-Tessera-Time"
 M = TypeVar("M", bound=Message)
 
@@ -113,6 +133,8 @@ class SyncClient:
         async with self._lock:
             report = SyncReport()
             try:
+                if self.node.central_down:
+                    await self._probe()
                 await self._push_all(report)
                 changed = await self._pull_all(report)
                 if changed:  # a new epoch renumbered the outbox: push it under the epoch at once
@@ -128,6 +150,14 @@ class SyncClient:
             self.node.mark_up()
             await self._remember_error(None)
             return report
+
+    async def _probe(self) -> None:
+        """While central is down, ask its health first: reading and encoding a long outbox for a
+        central that is not there would stall the tills for nothing."""
+        async with self.http.get(self.config.central_url.rstrip("/") + "/health",
+                                 timeout=aiohttp.ClientTimeout(total=max(1.0, self.config.online_timeout))) as resp:
+            if resp.status != 200:
+                raise SyncError("unreachable", f"central's health answers {resp.status}")
 
     async def _remember_error(self, error: str | None) -> None:
         async with self.db.begin() as conn:
@@ -275,8 +305,7 @@ class SyncClient:
             await conn.execute(sa.insert(store_settings).values(
                 id=1, code=r.store.code, exposure_budget=r.store.exposure_budget,
                 budget_currency=r.store.budget_currency))
-            for snap in r.cards:
-                await self._apply_card(conn, snap, now)
+            await self._apply_cards(conn, r.cards, now)
             for block in r.blocks:
                 known = await conn.execute(sa.select(number_blocks.c.id).where(number_blocks.c.id == block.id))
                 if known.first() is None:
@@ -310,21 +339,31 @@ class SyncClient:
         await conn.execute(sa.update(sync_state).where(sync_state.c.id == 1).values(
             next_seq=acked_seq + 1 + len(rows)))
 
-    async def _apply_card(self, conn: AsyncConnection, snap, now: datetime) -> None:
-        """Central's balance plus what this store did that central has not acknowledged yet."""
-        pending = await local.unacked_deltas(conn, snap.number)
-        held = await local.pending_held(conn, snap.number)
-        values: dict[str, Any] = dict(programme=snap.programme, balance=snap.balance + pending, held=snap.held + held,
-                                      pack_sellable=snap.pack_sellable,
-                                      expires_on=local.parse_date(snap.expires_on))
-        if not await local.has_unacked(conn, snap.number):  # else the store's own state is newer
-            values["state"] = snap.state
-        else:
-            values.pop("expires_on")
-        known = (await conn.execute(sa.select(cards.c.number).where(cards.c.number == snap.number))).first()
-        if known is None:
-            values["state"] = snap.state
-        await local.upsert_card(conn, snap.number, now, **values)
+    async def _apply_cards(self, conn: AsyncConnection, snapshots: Sequence[CardSnapshot], now: datetime) -> None:
+        """Central's balances plus what this store did that central has not acknowledged yet, for a
+        whole page of snapshots in a few statements (a pull can bring thousands)."""
+        if not snapshots:
+            return
+        numbers = {"numbers": [snap.number for snap in snapshots]}
+        pending = dict((await conn.execute(_UNACKED_BY_CARD, numbers)).all())
+        held = dict((await conn.execute(_HELD_BY_CARD, numbers)).all())
+        known = set((await conn.execute(_KNOWN_CARDS, numbers)).scalars())
+        central_state, store_state, new = [], [], []
+        for snap in snapshots:
+            values = dict(programme=snap.programme, balance=snap.balance + int(pending.get(snap.number, 0)),
+                          held=snap.held + int(held.get(snap.number, 0)), pack_sellable=snap.pack_sellable,
+                          updated_at=now)
+            if snap.number not in known:
+                new.append(dict(values, number=snap.number, state=snap.state,
+                                expires_on=local.parse_date(snap.expires_on)))
+            elif snap.number in pending or snap.number in held:  # the store's own state is newer
+                store_state.append(dict(values, key=snap.number))
+            else:
+                central_state.append(dict(values, key=snap.number, state=snap.state,
+                                          expires_on=local.parse_date(snap.expires_on)))
+        for statement, rows in ((_UPDATE_CARD, central_state), (_UPDATE_CARD, store_state), (_INSERT_CARD, new)):
+            if rows:
+                await conn.execute(statement, rows)
 
 
 def _entry(row: Any) -> OutboxEntry:

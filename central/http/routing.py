@@ -21,7 +21,8 @@ from core import DomainError, IdempotencyConflict, IllegalTransition
 from ..keys import CENTRAL
 from ..services import AuthError, EcodeLocked, EcodeRejected, Forbidden, NotFound, Staff, Terminal, audit
 
-__all__ = ["BadRequest", "RouteSpec", "route", "ROUTES", "Call", "error_response", "error_middleware", "add_routes"]
+__all__ = ["BadRequest", "RouteSpec", "route", "ROUTES", "Call", "error_response", "error_middleware",
+           "error_middleware_for", "add_routes"]
 
 log = logging.getLogger("tessera.http")
 
@@ -110,33 +111,41 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     return web.json_response(body, status=status, headers=headers)
 
 
-def _status_for(exc: DomainError) -> int:
-    for kind, status in _STATUS.items():
-        if isinstance(exc, kind):
-            return status
-    return 422
+def error_middleware_for(statuses: dict[type[DomainError], int]):
+    """A middleware under which every failure leaves as ``{"error": {"code", "message"}}`` with a
+    fitting status: ``statuses`` maps domain errors to theirs (first match wins), others are 422."""
+
+    def status_for(exc: DomainError) -> int:
+        return next((status for kind, status in statuses.items() if isinstance(exc, kind)), 422)
+
+    @web.middleware
+    async def error_middleware(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except DomainError as exc:
+            return error_response(status_for(exc), exc.code, exc.message)
+        except ValidationError as exc:
+            bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+            if bad_json is not None:
+                return error_response(400, "invalid_json", f"body is not valid JSON: {bad_json['msg']}")
+            details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+            first = details[0] if details else {"field": "", "problem": "invalid"}
+            return error_response(422, "invalid_request", f"{first['field']}: {first['problem']}", details=details)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status,
+                                                                                               "http_error")
+            return error_response(exc.status, code, exc.reason)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unhandled error incident=%s method=%s path=%s", incident, request.method, request.path)
+            return error_response(500, "internal_error", f"internal error (incident {incident})")
+
+    return error_middleware
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Every failure leaves as ``{"error": {"code", "message"}}`` with a fitting 4xx/5xx status."""
-    try:
-        return await handler(request)
-    except DomainError as exc:
-        return error_response(_status_for(exc), exc.code, exc.message)
-    except ValidationError as exc:
-        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        first = details[0] if details else {"field": "", "problem": "invalid"}
-        return error_response(422, "invalid_request", f"{first['field']}: {first['problem']}", details=details)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
-    except Exception:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unhandled error incident=%s method=%s path=%s", incident, request.method, request.path)
-        return error_response(500, "internal_error", f"internal error (incident {incident})")
+error_middleware = error_middleware_for(_STATUS)
 
 
 # -- authentication and input -------------------------------------------------------------------
