@@ -30,9 +30,21 @@ def create_app(config: EdgeConfig) -> web.Application:
 
     async def database_ctx(app: web.Application):
         await asyncio.to_thread(upgrade, config.database_url)
-        db = EdgeDatabase(config.database_url)
+        db = EdgeDatabase(config.database_url, background_checkpoints=True)
         app[DATABASE] = db
+
+        async def checkpoints() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    await db.checkpoint()
+                except Exception:  # a failed checkpoint is retried; the WAL keeps everything
+                    log.exception("WAL checkpoint failed")
+
+        task = asyncio.create_task(checkpoints())
         yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await db.close()
 
     async def central_ctx(app: web.Application):

@@ -125,6 +125,7 @@ class EdgeNode:
         self._down_until = 0.0
         self._down_reason: str | None = None
         self.configuration = local.Configuration()
+        self.recovered_at = 0.0  # when a till request last found central back after an outage
 
     async def start(self) -> None:
         async with self.db.begin() as conn:
@@ -150,6 +151,7 @@ class EdgeNode:
     def mark_up(self) -> None:
         if self._down_reason is not None:
             log.info("central reachable again: deciding online")
+            self.recovered_at = time.monotonic()
         self._down_reason = None
         self._down_until = 0.0
 

@@ -110,20 +110,25 @@ class SyncClient:
         self._lock = asyncio.Lock()
         self.failures = 0
         self._not_before = 0.0
+        self._failed_at = 0.0
         self._rng = random.Random()
 
     # -- scheduling --------------------------------------------------------------------------------
 
     async def tick(self) -> None:
         """The scheduler's job: a round unless backing off; failures only logged at outage edges."""
-        if time.monotonic() < self._not_before or self._lock.locked():
+        # Backing off, unless a till request found central back since the last failure: then the
+        # store's offline backlog goes at once.
+        backing_off = time.monotonic() < self._not_before and self.node.recovered_at < self._failed_at
+        if backing_off or self._lock.locked():
             return
         try:
             await self.round()
         except SyncError as exc:
             self.failures += 1
             delay = backoff_delay(self.failures, self.config.backoff_base, self.config.backoff_cap, self._rng)
-            self._not_before = time.monotonic() + delay
+            self._failed_at = time.monotonic()
+            self._not_before = self._failed_at + delay
             if self.failures == 1:
                 log.warning("sync failing error=%s", exc)
             await self._remember_error(str(exc))

@@ -10,9 +10,11 @@ import sqlite3
 import pytest
 
 from edge import load_edge_config
+from edge.keys import SYNC
 from tessera.cli import main
 
 from ..edge_support import Edge
+from ..netproxy import Mode
 
 
 async def _sold(edge: Edge, amount: int = 10000) -> str:
@@ -97,6 +99,28 @@ async def test_scheduled_sync_pushes_what_was_decided_offline(world, tmp_path):
                 break
             await asyncio.sleep(0.05)
         assert health["backlog"] == 0 and health["last_error"] is None and health["central"] == "reachable"
+        assert (await world.till("balance", card_number=number))["balance"] == 8500
+    finally:
+        await edge.close()
+
+
+async def test_a_till_finding_central_back_ends_the_sync_backoff(world, tmp_path):
+    edge = await Edge.start(world, tmp_path, backoff_base=600, backoff_cap=600, central_retry_seconds=0)
+    try:
+        await edge.sync()
+        number, other = await _sold(edge), await _sold(edge)
+        sync = edge.client.server.app[SYNC]
+        edge.cut()
+        assert (await edge.till("payment", card_number=number, amount=1500))["decision"] == "offline"
+        await sync.tick()  # fails: the next round would wait ten minutes
+        assert sync.failures == 1
+        edge.proxy.set(Mode.PASS)
+        await sync.tick()
+        assert len(await edge.rows("SELECT seq FROM outbox")) == 1  # still backing off
+        # A till request answered online shows central is back: the backlog goes at the next tick.
+        assert (await edge.till("payment", card_number=other, amount=100))["decision"] == "online"
+        await sync.tick()
+        assert await edge.rows("SELECT seq FROM outbox") == [] and sync.failures == 0
         assert (await world.till("balance", card_number=number))["balance"] == 8500
     finally:
         await edge.close()
