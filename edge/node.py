@@ -112,6 +112,7 @@ class _Offline:
     statements: list[sa.Executable] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     currency: str | None = None
+    spec: ProgrammeSpec | None = None  # the card's programme, where a handler looked it up
 
 
 class EdgeNode:
@@ -387,13 +388,18 @@ class EdgeNode:
         limits = OfflineLimits(spec.floor_limit, spec.card_offline_amount, spec.card_offline_count)
         return decide_offline_debit(card, amount, limits, await ctx.budget(conn, spec.currency), allow_partial)
 
-    async def _off_payment(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+    async def _debit_on_known_card(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        """A payment or authorization: the card must be known here, then every offline limit."""
         found = await self._known_card(conn, ctx, op)
         if isinstance(found, _Offline):
             return found
         row, spec = found
         d = await self._offline_debit(conn, ctx, row, spec, op.get("amount"), op.get("allow_partial", False))
-        out = _Offline(d, row, currency=spec.currency)
+        return _Offline(d, row, currency=spec.currency, spec=spec)
+
+    async def _off_payment(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        out = await self._debit_on_known_card(conn, ctx, op)
+        d, row = out.decision, out.card
         if d.approved:
             out.card_values = dict(balance=row.balance - d.amount, offline_amount=row.offline_amount + d.amount,
                                    offline_count=row.offline_count + 1)
@@ -401,12 +407,8 @@ class EdgeNode:
         return out
 
     async def _off_authorize(self, conn, ctx: _Context, op: TillOp) -> _Offline:
-        found = await self._known_card(conn, ctx, op)
-        if isinstance(found, _Offline):
-            return found
-        row, spec = found
-        d = await self._offline_debit(conn, ctx, row, spec, op.get("amount"), op.get("allow_partial", False))
-        out = _Offline(d, row, currency=spec.currency)
+        out = await self._debit_on_known_card(conn, ctx, op)
+        d, row, spec = out.decision, out.card, out.spec
         if d.approved:
             expires = ctx.now + timedelta(seconds=spec.hold_ttl_seconds)
             out.card_values = dict(held=row.held + d.amount, offline_amount=row.offline_amount + d.amount,
