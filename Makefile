@@ -24,6 +24,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/central_payments.py
 	$(BIN)/python bench/issue_cards.py
+	$(BIN)/python bench/sync_ingest.py
+	$(BIN)/python bench/edge_latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
