@@ -156,6 +156,11 @@ class EdgeNode:
         self._down_reason = None
         self._down_until = 0.0
 
+    async def _specs(self, conn: AsyncConnection) -> dict[str, ProgrammeSpec]:
+        """The programmes as shipped, read from the database once per configuration version."""
+        version = (await conn.execute(_CONFIG_VERSION)).scalar_one()
+        return (await self.configuration.current(conn, version)).specs
+
     # -- tills -------------------------------------------------------------------------------------
 
     async def till_for(self, authorization: str) -> str:
@@ -260,9 +265,9 @@ class EdgeNode:
             values["held"] += await local.pending_held(conn, number)
             for name in ("offline_amount", "offline_count", "state", "expires_on"):
                 values.pop(name)
-        known = (await conn.execute(sa.select(cards.c.number).where(cards.c.number == number))).first()
+        known = (await conn.execute(_CARD, {"number": number})).first()
         if known is None:
-            spec = local.programme_for_number(await local.load_programmes(conn), number)
+            spec = local.programme_for_number(await self._specs(conn), number)
             programme = data.get("programme") or (spec.code if spec else None)
             if programme is None:
                 return
@@ -286,8 +291,8 @@ class EdgeNode:
                                                     self.central_time())
                 return status, data
         async with self.db.begin() as conn:
-            row = (await conn.execute(sa.select(cards).where(cards.c.number == number))).first()
-            specs = await local.load_programmes(conn)
+            row = (await conn.execute(_CARD, {"number": number})).first()
+            specs = await self._specs(conn)
         if row is None:
             return 200, {"card": mask(number), "found": False, "decline_code": DeclineCode.UNKNOWN_OFFLINE.value,
                          "decision": "offline"}
