@@ -1,0 +1,34 @@
+"""The shape every sans-IO device protocol has, so one transport drives them all.
+
+Bytes in → events out; commands in → bytes out. Timers (retransmission, entry timeouts) are data:
+the protocol says when it next needs ``handle_timeout`` and the transport calls it then.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .events import DeviceEvent
+
+__all__ = ["DeviceProtocol"]
+
+
+class DeviceProtocol(Protocol):
+    def receive_data(self, data: bytes) -> list[DeviceEvent]:
+        """Feed bytes read from the device; the events completed by them, in order. Never raises on bad
+        bytes: they become ``ProtocolViolation``/``ReadFailed`` events and the parser resynchronises."""
+
+    def send(self, command: Any) -> None:
+        """Queue a command for the device (``LocalProtocolError`` if it cannot be sent now)."""
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the device now (drains the queue)."""
+
+    def next_deadline(self) -> float | None:
+        """``time.monotonic()`` at which ``handle_timeout`` must run, or None."""
+
+    def handle_timeout(self, now: float) -> list[DeviceEvent]:
+        """Run due timers (retransmit, give up); the events that results in."""
+
+    def connection_lost(self) -> list[DeviceEvent]:
+        """The link dropped: forget partial input and pending exchanges; events for what was abandoned."""
