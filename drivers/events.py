@@ -56,7 +56,8 @@ class CardRead(DeviceEvent):
     tracks: tuple[int, ...] = ()  # which tracks were read cleanly
 
     def __repr__(self) -> str:
-        return f"CardRead(number={mask_number(self.number)!r}, source={self.source!r}, expiry=..., tracks={self.tracks})"
+        number = mask_number(self.number)
+        return f"CardRead(number={number!r}, source={self.source!r}, expiry=..., tracks={self.tracks})"
 
     __str__ = __repr__
 
