@@ -222,7 +222,8 @@ class DeviceDriver:
 
     def _down(self, exc: BaseException) -> None:
         # Say why without the exception's text: a serial error may quote what was on the line.
-        self.last_error = type(exc).__name__ if not isinstance(exc, OSError) else f"OSError errno={exc.errno}"
+        errno = getattr(exc, "errno", None)
+        self.last_error = f"{type(exc).__name__} errno={errno}" if errno else type(exc).__name__
         self._set_available(False)
 
     def _set_available(self, available: bool) -> None:
