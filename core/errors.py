@@ -71,3 +71,6 @@ class DeclineCode(StrEnum):
     DENY_LISTED = "deny_listed"
     OFFLINE_LIMIT = "offline_limit"  # an offline decision would exceed a limit set by central
     UNKNOWN_OFFLINE = "card_unknown_offline"  # central is unreachable and the store has never seen it
+    PIN_REQUIRED = "pin_required"  # the programme needs the card's PIN (none sent, or none set for the card)
+    PIN_INCORRECT = "pin_incorrect"
+    PIN_TRIES_EXCEEDED = "pin_tries_exceeded"  # too many wrong PINs in a row: staff must reset the PIN

@@ -122,9 +122,12 @@ class Programme:
     hold_ttl_seconds: int = 900
     hold_expiry_policy: HoldExpiryPolicy = HoldExpiryPolicy.REVERSE
     service_code: str = "120"
+    pin_required: bool = False  # debits need the card's PIN (entered on a PIN pad)
 
     def __post_init__(self) -> None:
         validate_currency(self.currency)
+        if type(self.pin_required) is not bool:
+            raise InvalidInput("pin_required is true or false")
         if self.hold_ttl_seconds <= 0:
             raise InvalidInput("hold_ttl_seconds must be positive")
         if self.validity_months is not None and self.validity_months <= 0:

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import HoldExpiryPolicy, NumberBlock, NumberTemplate, Programme, ProgrammeKind, ValueRules
 from sync import ProgrammeSpec
 
-from .db.tables import cards, holds, number_blocks, outbox, programmes, store_settings, sync_state, tills
+from .db.tables import cards, holds, number_blocks, outbox, products, programmes, store_settings, sync_state, tills
 
 __all__ = ["Configuration", "SyncState", "programme_of", "load_programmes", "sync_position", "exposure",
-           "unacked_deltas", "has_unacked", "pending_held", "upsert_card", "load_blocks", "programme_for_number"]
+           "unacked_deltas", "has_unacked", "pending_held", "upsert_card", "load_blocks", "programme_for_number",
+           "product"]
 
 
 # Hot-path statements are built once: building Core statements per request costs more CPU than
@@ -30,6 +31,7 @@ _UNACKED = sa.select(sa.func.coalesce(sa.func.sum(outbox.c.delta), 0)).where(out
 _QUEUED = sa.select(outbox.c.seq).where(outbox.c.card == sa.bindparam("card")).limit(1)
 _HOLDING = sa.select(holds.c.txn_id).where(holds.c.card == sa.bindparam("card"), holds.c.status == "pending").limit(1)
 _UPDATE_CARD = sa.update(cards).where(cards.c.number == sa.bindparam("key"))
+_PRODUCT = sa.select(products).where(products.c.key == sa.bindparam("key"), products.c.active)
 
 
 class SyncState(dict):
@@ -47,7 +49,8 @@ def programme_of(spec: ProgrammeSpec) -> Programme:
                           max_amount=spec.max_amount, topup_allowed=spec.topup_allowed,
                           max_balance=spec.max_balance),
         validity_months=spec.validity_months, hold_ttl_seconds=spec.hold_ttl_seconds,
-        hold_expiry_policy=HoldExpiryPolicy(spec.hold_expiry_policy), service_code=spec.service_code)
+        hold_expiry_policy=HoldExpiryPolicy(spec.hold_expiry_policy), service_code=spec.service_code,
+        pin_required=spec.pin_required)
 
 
 async def load_programmes(conn: AsyncConnection) -> dict[str, ProgrammeSpec]:
@@ -80,10 +83,13 @@ class Configuration:
         self.specs: dict[str, ProgrammeSpec] = {}
         self.settings: Any = None
         self.tills: dict[str, tuple[str, bool]] = {}  # token hash -> (till code, active)
+        self.templates: dict[str, NumberTemplate] = {}  # programme code -> its card number template
 
     async def current(self, conn: AsyncConnection, version: int) -> Configuration:
         if version != self.version:
             self.specs = await load_programmes(conn)
+            self.templates = {code: NumberTemplate(spec.number_prefix, spec.number_length, spec.luhn)
+                              for code, spec in self.specs.items()}
             self.settings = await settings(conn)
             self.tills = {r.token_hash: (r.code, r.active) for r in await conn.execute(_TILLS)}
             self.version = version
@@ -131,3 +137,14 @@ async def load_blocks(conn: AsyncConnection, programme: str | None = None) -> li
     if programme is not None:
         query = query.where(number_blocks.c.programme == programme)
     return [NumberBlock(r.id, r.programme, r.first_serial, r.count, r.used) for r in (await conn.execute(query))]
+
+
+async def product(conn: AsyncConnection, key: str) -> dict[str, Any] | None:
+    """The active product of a catalogue key (``core.barcodes.product_key`` of the scanned code), prices
+    in minor units; None if the store does not know it or it was withdrawn."""
+    row = (await conn.execute(_PRODUCT, {"key": key})).first()
+    if row is None:
+        return None
+    return {"key": row.key, "code": row.code, "name": row.name, "currency": row.currency, "price": row.price,
+            "member_price": row.member_price, "unit": row.unit, "group": row.item_group, "active": row.active,
+            "version": row.version}

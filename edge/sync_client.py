@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import needs_block
@@ -38,7 +39,7 @@ from sync import (
     next_batch,
     signed_headers,
 )
-from sync.messages import Message
+from sync.messages import Message, ProductChange
 
 from . import local
 from .config import EdgeConfig
@@ -49,6 +50,7 @@ from .db.tables import (
     holds,
     number_blocks,
     outbox,
+    products,
     programmes,
     store_settings,
     sync_state,
@@ -69,6 +71,13 @@ _HELD_BY_CARD = (sa.select(holds.c.card, sa.func.sum(holds.c.amount))
 _KNOWN_CARDS = sa.select(cards.c.number).where(cards.c.number.in_(_NUMBERS))
 _UPDATE_CARD = sa.update(cards).where(cards.c.number == sa.bindparam("key"))
 _INSERT_CARD = sa.insert(cards)
+_CATALOGUE_VERSION = sa.select(sa.func.coalesce(sa.func.max(products.c.version), 0))
+_insert_product = sqlite.insert(products)
+# A change older than the store's copy (a page delivered twice) is ignored.
+_UPSERT_PRODUCT = _insert_product.on_conflict_do_update(
+    index_elements=[products.c.key],
+    set_={c.name: _insert_product.excluded[c.name] for c in products.c if c.name != "key"},
+    where=_insert_product.excluded.version > products.c.version)
 TIME_HEADER = "X-Tessera-Time"
 M = TypeVar("M", bound=Message)
 
@@ -90,6 +99,7 @@ class SyncReport:
     pulled_cards: int = 0
     deny_changes: int = 0
     blocks: int = 0
+    products: int = 0
     config: bool = False
     epoch_changed: bool = False
     quarantined: bool = False
@@ -266,9 +276,10 @@ class SyncClient:
                 blocks = await local.load_blocks(conn)
                 watch = tuple((await conn.execute(sa.select(cards.c.number).where(cards.c.watch)
                                                   .limit(5000))).scalars())
+                catalogue_version = (await conn.execute(_CATALOGUE_VERSION)).scalar_one()
             want = tuple(sorted(code for code in specs if needs_block(blocks, code, self.config.block_low_water)))
             cursor = Cursor(deny_version=state.deny_version, card_feed=state.card_feed, watch_feed=state.watch_feed,
-                            config_version=state.config_version)
+                            config_version=state.config_version, catalogue_version=catalogue_version)
             request = PullRequest(store=self.config.store, cursor=cursor,
                                   want_blocks=want if want != asked else (), watch=watch)
             response = await self._post(PULL, request, PullResponse)
@@ -311,6 +322,7 @@ class SyncClient:
                 id=1, code=r.store.code, exposure_budget=r.store.exposure_budget,
                 budget_currency=r.store.budget_currency))
             await self._apply_cards(conn, r.cards, now)
+            await self._apply_products(conn, r.products)
             for block in r.blocks:
                 known = await conn.execute(sa.select(number_blocks.c.id).where(number_blocks.c.id == block.id))
                 if known.first() is None:
@@ -330,6 +342,7 @@ class SyncClient:
             await conn.execute(sa.update(sync_state).where(sync_state.c.id == 1).values(**values))
         report.pulled_cards += len(r.cards)
         report.deny_changes += len(r.deny)
+        report.products += len(r.products)
         report.config |= config
         report.epoch_changed |= epoch_changed
         return epoch_changed
@@ -369,6 +382,16 @@ class SyncClient:
         for statement, rows in ((_UPDATE_CARD, central_state), (_UPDATE_CARD, store_state), (_INSERT_CARD, new)):
             if rows:
                 await conn.execute(statement, rows)
+
+    @staticmethod
+    async def _apply_products(conn: AsyncConnection, changes: Sequence[ProductChange]) -> None:
+        """A page of catalogue changes in one statement. Withdrawn products are kept, inactive: the
+        highest version held is the store's catalogue cursor."""
+        if changes:
+            await conn.execute(_UPSERT_PRODUCT, [
+                {"key": c.key, "code": c.code, "name": c.name, "currency": c.currency, "price": c.price,
+                 "member_price": c.member_price, "unit": c.unit, "item_group": c.group, "active": c.active,
+                 "version": c.version} for c in changes])
 
 
 def _entry(row: Any) -> OutboxEntry:

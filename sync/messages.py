@@ -14,15 +14,24 @@ from enum import StrEnum
 from typing import Annotated, TypeVar
 
 import msgpack
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from core import DomainError, OperationKind
 
 __all__ = [
     "PROTOCOL_VERSION", "ProtocolError", "Message", "OutboxEntry", "PushRequest", "EntryStatus", "EntryResult",
     "PushResponse", "Cursor", "PullRequest", "DenyChange", "CardSnapshot", "ProgrammeSpec", "BlockGrant",
-    "TillCredential", "StoreSettings", "PullResponse", "SYNCED_KINDS", "DEBIT_KINDS", "encode", "decode",
-    "MSGPACK",
+    "TillCredential", "StoreSettings", "ProductChange", "PullResponse", "SYNCED_KINDS", "DEBIT_KINDS", "encode",
+    "decode", "MSGPACK",
 ]
 
 PROTOCOL_VERSION = 1
@@ -119,6 +128,12 @@ class Cursor(Message):
     card_feed: Annotated[int, Field(strict=True, ge=0)] = 0  # last central entry id folded in
     watch_feed: Annotated[int, Field(strict=True, ge=0)] = 0  # last card added to the store's watch list
     config_version: Annotated[int, Field(strict=True, ge=0)] = 0
+    catalogue_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last product change applied
+
+    @model_serializer(mode="wrap")
+    def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # Peers from before the catalogue refuse unknown fields: until a catalogue exists, send none.
+        return _omit_defaults(handler(self), catalogue_version=0)
 
 
 class PullRequest(Message):
@@ -169,6 +184,12 @@ class ProgrammeSpec(Message):
     floor_limit: Minor
     card_offline_amount: Minor
     card_offline_count: Annotated[int, Field(strict=True, ge=0)]
+    pin_required: bool = False  # debits need the card's PIN, which central checks
+
+    @model_serializer(mode="wrap")
+    def _without_pin_flag_unless_set(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # Edges from before PINs refuse unknown fields: programmes without PINs do not send the flag.
+        return _omit_defaults(handler(self), pin_required=False)
 
 
 class BlockGrant(Message):
@@ -193,6 +214,27 @@ class StoreSettings(Message):
     quarantined: bool
 
 
+class ProductChange(Message):
+    """A product as it is from ``version`` of the catalogue on (an inactive one is withdrawn)."""
+
+    key: Annotated[str, Field(pattern=r"^[0-9A-Z][0-9A-Z ._/-]{0,47}$")]  # core.barcodes.product_key
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    currency: Currency
+    price: Minor
+    member_price: Minor | None = None
+    unit: Annotated[str, Field(pattern=r"^[a-z0-9]{1,16}$")]
+    group: Code | None = None
+    active: bool
+    version: Annotated[int, Field(strict=True, ge=1)]
+
+    @model_validator(mode="after")
+    def _member_price_at_most_price(self) -> ProductChange:
+        if self.member_price is not None and self.member_price > self.price:
+            raise ValueError("member_price is above price")
+        return self
+
+
 class PullResponse(Message):
     cursor: Cursor
     server_time: AwareDatetime
@@ -202,7 +244,19 @@ class PullResponse(Message):
     programmes: tuple[ProgrammeSpec, ...] = ()  # all of them, when config_version moved
     tills: tuple[TillCredential, ...] = ()  # all of the store's, when config_version moved
     blocks: tuple[BlockGrant, ...] = ()  # every block of the store not known to be used up
-    more: bool = False  # the card feed was cut at a page: pull again
+    products: tuple[ProductChange, ...] = ()  # catalogue changes after the cursor, by version, a page at most
+    more: bool = False  # the card feed or the catalogue was cut at a page: pull again
+
+    @model_serializer(mode="wrap")
+    def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
+        return _omit_defaults(handler(self), products=())
+
+
+def _omit_defaults(data: dict, **defaults: object) -> dict:
+    for name, default in defaults.items():
+        if name in data and data[name] == default:
+            del data[name]
+    return data
 
 
 M = TypeVar("M", bound=Message)

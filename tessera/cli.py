@@ -21,6 +21,7 @@ from central.context import Central
 from central.db import upgrade
 from central.logs import AccessLogger, setup_logging
 from central.services import audit
+from central.services.catalogue import CatalogueRejected, CatalogueService
 from core import DomainError
 from edge.cli import add_edge_commands, run_edge
 
@@ -114,6 +115,21 @@ async def bulk_load(config: CentralConfig, path: Path) -> dict:
     return {**result, "result_file": str(result_path)}
 
 
+async def catalogue_import(config: CentralConfig, path: Path, mode: str = "upsert", partial: bool = False,
+                           currency: str | None = None) -> dict:
+    """Import a catalogue CSV as the CLI user; CatalogueRejected (with the lines) if nothing was imported."""
+    async with Central.session(config) as central:
+        return await CatalogueService(central.db).import_csv(
+            path.read_text(encoding="utf-8-sig"), actor="cli", mode=mode, partial=partial, default_currency=currency,
+            source=path.name, progress=_progress_of("products written"))
+
+
+def _print_catalogue_lines(lines: list[dict]) -> None:
+    for line in lines:
+        column = f" {line['column']}" if line["column"] else ""
+        print(f"line {line['line']}{column}: {line['code']}: {line['message']}")
+
+
 async def create_user(config: CentralConfig, username: str, role: str, password: str) -> None:
     async with Central.session(config) as central, central.db.begin() as conn:
         await central.admin.create_user(conn, username, password, role)
@@ -162,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", type=Path, required=True)
     p = common(csub.add_parser("resume-issue", help="resume an issue whose run failed or stopped"))
     p.add_argument("--issue", type=int, required=True)
+    p = csub.add_parser("catalogue", help="the product catalogue")
+    p = p.add_subparsers(dest="catalogue_command", required=True).add_parser(
+        "import", help="import products from a CSV (code,name,price[,member_price,currency,unit,group,active])")
+    common(p)
+    p.add_argument("file", type=Path)
+    p.add_argument("--mode", choices=("upsert", "replace"), default="upsert",
+                   help="replace: withdraw the products the file does not name")
+    p.add_argument("--partial", action="store_true", help="import the valid lines even if others are invalid")
+    p.add_argument("--currency", help="currency of lines that name none")
     p = common(csub.add_parser("store-secret", help="issue a new sync secret for a store's edge node (printed once)"))
     p.add_argument("--store", required=True)
 
@@ -196,6 +221,19 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(bulk_load(config, args.file))
         print(f"bulk load {result['id']}: {result['lines']} lines, {result['credited']} credited, "
               f"{result['duplicate']} already loaded, {result['failed']} failed; results: {result['result_file']}")
+    elif args.command == "catalogue":
+        setup_logging(config.log_level)
+        upgrade(config.database_url)
+        try:
+            result = asyncio.run(catalogue_import(config, args.file, args.mode, args.partial, args.currency))
+        except CatalogueRejected as exc:
+            print(f"catalogue not imported: {exc.message}")
+            _print_catalogue_lines(exc.lines)
+            return 2
+        print(f"catalogue {result['mode']} of {args.file.name}: {result['rows']} lines, {result['inserted']} new, "
+              f"{result['updated']} changed, {result['unchanged']} unchanged, {result['deactivated']} withdrawn, "
+              f"{result['invalid_lines']} invalid; catalogue version {result['version']}")
+        _print_catalogue_lines(result["lines"])
     elif args.command == "store-secret":
         upgrade(config.database_url)
         result = asyncio.run(store_secret(config, args.store))

@@ -71,6 +71,8 @@ programmes = sa.Table(
     sa.Column("floor_limit", sa.BigInteger, nullable=False, server_default="5000"),
     sa.Column("card_offline_amount", sa.BigInteger, nullable=False, server_default="10000"),
     sa.Column("card_offline_count", sa.Integer, nullable=False, server_default="3"),
+    # Debits need the card's PIN (an ISO 9564 PIN block from the till's pad).
+    sa.Column("pin_required", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 stores = sa.Table(
@@ -186,6 +188,10 @@ cards = sa.Table(
     sa.Column("replaces", sa.BigInteger),
     sa.Column("activated_at", UTCDateTime),
     _created(),
+    # The card's PIN as an argon2 hash (never the PIN), and wrong PINs entered in a row since the last
+    # right one or staff reset; at the limit debits are refused until staff set the PIN again.
+    sa.Column("pin_hash", sa.Text),
+    sa.Column("pin_failures", sa.Integer, nullable=False, server_default="0"),
 )
 
 accounts = sa.Table(
@@ -382,4 +388,32 @@ store_cards = sa.Table(
     sa.Column("store_id", sa.ForeignKey("stores.id"), nullable=False),
     sa.Column("card_id", sa.BigInteger, nullable=False, index=True),
     sa.UniqueConstraint("store_id", "card_id", name="uq_store_cards_store_card"),
+)
+
+
+# -- catalogue ----------------------------------------------------------------------------------
+
+# Products as imported from the chain's catalogue files. Every change takes the next catalogue
+# version (one per changed row, unique), so stores pull the changes since theirs in pages by version.
+products = sa.Table(
+    "products", metadata,
+    sa.Column("key", sa.String(48), primary_key=True),  # core.barcodes.product_key of the code
+    sa.Column("code", sa.String(64), nullable=False),  # as the file spelled it
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("member_price", sa.BigInteger),
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("item_group", sa.String(32)),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, index=True, unique=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row (id = 1): the last catalogue version given out. Imports lock it, so they take versions
+# one after the other and commit in version order.
+catalogue_state = sa.Table(
+    "catalogue_state", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
 )

@@ -203,7 +203,7 @@ def _query(request: web.Request, model: type[BaseModel]) -> BaseModel:
     return model.model_validate(data)
 
 
-_SECRET_FIELDS = {"password", "ecode", "token"}
+_SECRET_FIELDS = {"password", "ecode", "token", "pin", "pin_block"}
 
 
 def _redacted(value: Any) -> Any:

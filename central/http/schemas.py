@@ -12,6 +12,9 @@ CardNumber = Annotated[str, Field(pattern=r"^\d{8,19}$", description="the card n
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
+PinBlock = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{16}$", description=(
+    "the ISO 9564 format 0 PIN block from the PIN pad, 16 hex digits; never stored or logged, and not part "
+    "of the request's identity (a repeat of txn_id returns the first result whatever its pin_block)"))]
 
 
 class Model(BaseModel):
@@ -27,6 +30,8 @@ class SaleBody(TillBase):
     card_number: CardNumber
     amount: Amount | None = Field(None, description="required for open-value programmes")
     currency: Currency | None = None
+    pin_block: PinBlock | None = Field(None, repr=False,
+                                       description="sets the card's first PIN (ignored if it has one)")
 
 
 class PaymentBody(TillBase):
@@ -34,6 +39,8 @@ class PaymentBody(TillBase):
     amount: Amount
     currency: Currency | None = None
     allow_partial: bool = Field(False, description="approve what the card has if it has less than amount")
+    pin_block: PinBlock | None = Field(None, repr=False,
+                                       description="required when the card's programme needs a PIN")
 
 
 class TopupBody(TillBase):
@@ -89,6 +96,7 @@ class ProgrammeBody(Model):
     hold_ttl_seconds: Annotated[int, Field(strict=True, ge=1, le=30 * 86400)] = 900
     hold_expiry_policy: Literal["reverse", "clarify"] = "reverse"
     service_code: Annotated[str, Field(pattern=r"^\d{3}$")] = "120"
+    pin_required: bool = Field(False, description="payments and authorizations need the card's PIN")
 
 
 class StoreBody(Model):
@@ -134,6 +142,10 @@ class PackBody(Model):
 class PackActivationBody(Model):
     request_id: uuid.UUID = Field(description="client-generated id; a repeat returns the first result")
     amount: Amount | None = Field(None, description="value of each card; default: the single nominal value")
+
+
+class PinBody(Model):
+    pin: Annotated[str, Field(pattern=r"^[0-9]{4,12}$", repr=False, description="the card's new PIN, 4 to 12 digits")]
 
 
 class CardActionBody(Model):

@@ -21,7 +21,8 @@ def _till_route(path: str, kind: OperationKind, body, summary: str):
         req = TillRequest(kind=kind, txn_id=b.txn_id, card_number=getattr(b, "card_number", None),
                           amount=getattr(b, "amount", None), currency=getattr(b, "currency", None),
                           original_txn_id=getattr(b, "original_txn_id", None),
-                          allow_partial=getattr(b, "allow_partial", False), device_time=b.device_time)
+                          allow_partial=getattr(b, "allow_partial", False), device_time=b.device_time,
+                          pin_block=bytes.fromhex(b.pin_block) if getattr(b, "pin_block", None) else None)
         t = call.terminal
         result, replayed = await call.central.group.execute(req, Origin("till", t.store_id, t.id))
         return web.json_response(result, headers={"Idempotent-Replay": "true"} if replayed else None)

@@ -43,7 +43,7 @@ class GroupCommit:
         self.grouped = 0
 
     async def execute(self, req: TillRequest, origin: Origin) -> Answer:
-        if req.kind not in BATCHED:
+        if req.kind not in BATCHED or req.pin_block is not None:  # a PIN check runs alone, off the loop
             return await self.till.execute(req, origin)
         future = asyncio.get_running_loop().create_future()
         self._queue.append((req, origin, future))

@@ -24,6 +24,7 @@ def programme_from_row(row: Any) -> Programme:
                           row.max_balance),
         validity_months=row.validity_months, hold_ttl_seconds=row.hold_ttl_seconds,
         hold_expiry_policy=HoldExpiryPolicy(row.hold_expiry_policy), service_code=row.service_code,
+        pin_required=row.pin_required,
     )
 
 
@@ -35,7 +36,7 @@ def programme_dict(p: Programme) -> dict[str, Any]:
         "max_amount": p.values.max_amount, "topup_allowed": p.values.topup_allowed,
         "max_balance": p.values.max_balance, "validity_months": p.validity_months,
         "hold_ttl_seconds": p.hold_ttl_seconds, "hold_expiry_policy": p.hold_expiry_policy.value,
-        "service_code": p.service_code, "capacity": p.template.capacity,
+        "service_code": p.service_code, "pin_required": p.pin_required, "capacity": p.template.capacity,
     }
 
 
@@ -64,7 +65,7 @@ async def create_programme(conn: AsyncConnection, spec: dict[str, Any]) -> Progr
                           spec.get("max_balance")),
         validity_months=spec.get("validity_months", 36), hold_ttl_seconds=spec.get("hold_ttl_seconds", 900),
         hold_expiry_policy=HoldExpiryPolicy(spec.get("hold_expiry_policy", "reverse")),
-        service_code=spec.get("service_code", "120"),
+        service_code=spec.get("service_code", "120"), pin_required=spec.get("pin_required", False),
     )
     await _refuse_overlap(conn, draft.template)
     values = programme_dict(draft)

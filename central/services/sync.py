@@ -1,5 +1,6 @@
 """Central's side of store sync: signed pushes of what stores decided offline, and pulls of what
-stores need to decide offline (deny list, card states, limits, tills, number blocks).
+stores need to decide offline (deny list, card states, limits, tills, number blocks) and the product
+catalogue their price checkers show.
 
 A push batch is applied in one transaction, set-based: the store row, the cards and the recorded
 operations are read in a handful of statements, every entry is decided in Python by the conflict
@@ -80,6 +81,7 @@ from ..db.tables import (
     terminals,
 )
 from .admin import Forbidden, NotFound, bump_config
+from .catalogue import catalogue_changes
 from .issuing import reserve_serials
 from .ledger import (
     MANY,
@@ -669,11 +671,14 @@ class SyncService:
             if cursor.config_version < store.config_version:
                 config = {"programmes": await self._programmes(conn), "tills": await self._tills(conn, store.id)}
             blocks = await self._blocks(conn, store.id)
+            products, catalogue_version, more_products = await catalogue_changes(conn, cursor.catalogue_version,
+                                                                                 self.page)
         return PullResponse(
             cursor=Cursor(deny_version=deny_version, card_feed=card_feed, watch_feed=watch_feed,
-                          config_version=max(cursor.config_version, store.config_version)),
+                          config_version=max(cursor.config_version, store.config_version),
+                          catalogue_version=catalogue_version),
             server_time=now, store=self._settings(store), deny=tuple(deny), cards=tuple(snapshots),
-            blocks=tuple(blocks), more=more, **config)
+            blocks=tuple(blocks), products=tuple(products), more=more or more_products, **config)
 
     @staticmethod
     def _settings(store: Any) -> StoreSettings:
@@ -749,7 +754,8 @@ class SyncService:
             min_amount=r.min_amount, max_amount=r.max_amount, topup_allowed=r.topup_allowed,
             max_balance=r.max_balance, validity_months=r.validity_months, hold_ttl_seconds=r.hold_ttl_seconds,
             hold_expiry_policy=r.hold_expiry_policy, service_code=r.service_code, floor_limit=r.floor_limit,
-            card_offline_amount=r.card_offline_amount, card_offline_count=r.card_offline_count) for r in rows]
+            card_offline_amount=r.card_offline_amount, card_offline_count=r.card_offline_count,
+            pin_required=r.pin_required) for r in rows]
 
     @staticmethod
     async def _tills(conn: AsyncConnection, store_id: int) -> list[TillCredential]:

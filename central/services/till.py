@@ -3,8 +3,10 @@ cancellations, balance inquiry and the two-phase authorize / confirm / void."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,11 +28,13 @@ from core import (
     expiry_date,
     usable_decline,
 )
+from core.pin import PIN_BLOCK_SIZE, pin_from_block
 
-from ..db.tables import cards, entries, holds, operations
+from ..db.tables import cards, entries, holds, operations, programmes
 from .ledger import CardRow, Ledger, Origin, Outcome, card_declined, mask, unknown_card
+from .pins import MAX_PIN_TRIES, hash_pin, pin_matches
 
-__all__ = ["TillRequest", "TillService", "TILL_OPERATIONS"]
+__all__ = ["TillRequest", "TillService", "TILL_OPERATIONS", "PinCheckNeeded"]
 
 K = OperationKind
 TILL_OPERATIONS = (K.SALE, K.SALE_CANCEL, K.PAYMENT, K.PAYMENT_CANCEL, K.TOPUP, K.TOPUP_CANCEL, K.REFUND,
@@ -43,6 +47,22 @@ _ENTRY = {K.SALE: EntryKind.ACTIVATION, K.PAYMENT: EntryKind.PAYMENT, K.TOPUP: E
           K.REFUND: EntryKind.REFUND}
 _CANCEL_ENTRY = {K.SALE_CANCEL: EntryKind.ACTIVATION_CANCEL, K.PAYMENT_CANCEL: EntryKind.PAYMENT_CANCEL,
                  K.TOPUP_CANCEL: EntryKind.TOPUP_CANCEL, K.REFUND_CANCEL: EntryKind.REFUND_CANCEL}
+_TAKES_PIN = {K.SALE, K.PAYMENT, K.AUTHORIZE}  # debits check the PIN; a sale may set the first one
+
+
+class PinCheckNeeded(RuntimeError):
+    """A payment with a PIN block reached the grouped path, which does not verify PINs: it runs alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PinWork:
+    """What a request's PIN block came to before its transaction: argon2 is slow, so it runs in a
+    thread and outside the card lock. Checked again under the lock (the PIN may have changed since)."""
+
+    pin: str | None = field(repr=False)  # None: not a format 0 PIN block for this card
+    stored: str | None = field(repr=False)  # the hash ``matched`` was computed against
+    matched: bool = False
+    new_hash: str | None = field(default=None, repr=False)  # a sale's first PIN, hashed
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +77,18 @@ class TillRequest:
     original_txn_id: uuid.UUID | None = None
     allow_partial: bool = False
     device_time: datetime | None = None
+    # The pad's ISO 9564 format 0 block. Deliberately not in payload(): it is no part of the request's
+    # identity (a repeat returns the first result whatever block it carries) and is never recorded.
+    pin_block: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in TILL_OPERATIONS:
             raise InvalidInput(f"{self.kind} is not a till operation")
+        if self.pin_block is not None:
+            if self.kind not in _TAKES_PIN:
+                raise InvalidInput("pin_block goes with a sale, payment or authorization only")
+            if not isinstance(self.pin_block, bytes) or len(self.pin_block) != PIN_BLOCK_SIZE:
+                raise InvalidInput("pin_block is 8 bytes")
         if self.kind in _NEEDS_CARD and not self.card_number:
             raise InvalidInput(f"{self.kind} needs card_number")
         if self.kind in _NEEDS_AMOUNT and self.amount is None:
@@ -84,6 +112,8 @@ class TillService:
 
     async def execute(self, req: TillRequest, origin: Origin) -> tuple[dict[str, Any], bool]:
         handler = getattr(self, f"_{req.kind.value}")
+        if req.pin_block is not None:
+            handler = functools.partial(handler, pin=await self._pin_work(req))
 
         async def run(conn: AsyncConnection, op_id: uuid.UUID, now: datetime) -> Outcome:
             return await handler(conn, req, origin, now)
@@ -98,6 +128,72 @@ class TillService:
         if card is None:
             return {"card": mask(card_number), "found": False, "decline_code": DeclineCode.UNKNOWN_CARD.value}
         return card_summary(card)
+
+    # -- PINs ------------------------------------------------------------------------------------
+
+    async def _pin_work(self, req: TillRequest) -> _PinWork:
+        """Decode the block and hash or verify its PIN, before the transaction and off the event loop."""
+        assert req.pin_block is not None and req.card_number is not None
+        try:
+            pin = pin_from_block(req.pin_block, req.card_number)
+        except InvalidInput:
+            return _PinWork(None, None)
+        async with self.ledger.db.reader() as conn:
+            row = (await conn.execute(
+                sa.select(cards.c.pin_hash, programmes.c.pin_required)
+                .join(programmes, programmes.c.id == cards.c.programme_id)
+                .where(cards.c.number == req.card_number))).first()
+        if row is None:
+            return _PinWork(pin, None)
+        if req.kind == K.SALE:
+            if row.pin_hash is not None:  # it has a PIN already: a sale only sets the first one
+                return _PinWork(pin, row.pin_hash)
+            return _PinWork(pin, None, new_hash=await asyncio.to_thread(hash_pin, req.card_number, pin))
+        if not row.pin_required or row.pin_hash is None:
+            return _PinWork(pin, row.pin_hash)
+        matched = await asyncio.to_thread(pin_matches, row.pin_hash, req.card_number, pin)
+        return _PinWork(pin, row.pin_hash, matched)
+
+    async def _pin_refusal(self, conn: AsyncConnection, card: CardRow, req: TillRequest,
+                           work: _PinWork | None) -> Outcome | None:
+        """On a locked card whose debit would be approved: None if its programme needs no PIN or the
+        right one came (clearing the wrong-PIN count), else the decline (counting a wrong PIN)."""
+        if not card.programme.pin_required:
+            return None
+        if req.pin_block is None:
+            return card_declined(card, DeclineCode.PIN_REQUIRED, "the card's PIN is needed")
+        row = (await conn.execute(sa.select(cards.c.pin_hash, cards.c.pin_failures)
+                                  .where(cards.c.id == card.id))).one()
+        if row.pin_failures >= MAX_PIN_TRIES:
+            return card_declined(card, DeclineCode.PIN_TRIES_EXCEEDED,
+                                 "too many wrong PINs: staff must reset the card's PIN")
+        if row.pin_hash is None:
+            return card_declined(card, DeclineCode.PIN_REQUIRED, "the card has no PIN yet: staff can set one")
+        if work is not None and work.stored == row.pin_hash:
+            matched = work.matched
+        else:  # the PIN was set or reset since the check (rare): check again, under the lock
+            matched = work is not None and work.pin is not None and await asyncio.to_thread(
+                pin_matches, row.pin_hash, card.number, work.pin)
+        if matched:
+            if row.pin_failures:
+                await conn.execute(sa.update(cards).where(cards.c.id == card.id).values(pin_failures=0))
+            return None
+        failures = row.pin_failures + 1
+        await conn.execute(sa.update(cards).where(cards.c.id == card.id).values(pin_failures=failures))
+        left = MAX_PIN_TRIES - failures
+        if not left:
+            return card_declined(card, DeclineCode.PIN_INCORRECT, "wrong PIN, no tries left: staff must reset it")
+        tries = "1 try" if left == 1 else f"{left} tries"
+        return card_declined(card, DeclineCode.PIN_INCORRECT, f"wrong PIN, {tries} left")
+
+    async def _first_pin(self, conn: AsyncConnection, card: CardRow, work: _PinWork) -> bool:
+        """Set the PIN of a card sold with a PIN block, unless it has one; whether it was set."""
+        current = (await conn.execute(sa.select(cards.c.pin_hash).where(cards.c.id == card.id))).scalar_one()
+        if current is not None or work.pin is None:
+            return False
+        digest = work.new_hash or await asyncio.to_thread(hash_pin, card.number, work.pin)
+        await conn.execute(sa.update(cards).where(cards.c.id == card.id).values(pin_hash=digest, pin_failures=0))
+        return True
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -120,16 +216,21 @@ class TillService:
 
     # -- operations ------------------------------------------------------------------------------
 
-    async def _sale(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
+    async def _sale(self, conn, req: TillRequest, origin: Origin, now: datetime, pin: _PinWork | None = None
+                    ) -> Outcome:
         card = await self._card(conn, req)
         if isinstance(card, Outcome):
             return card
+        if pin is not None and pin.pin is None:
+            raise InvalidInput("pin_block is not a format 0 PIN block for this card")
         decision = decide_sale(card.view(), req.amount, origin.store_id)
         if not decision.approved:
             return Outcome.from_decision(decision, card)
         await self._activate(conn, card, now)
         out = Outcome(True, card, decision.amount)
         out.entries.append(self.ledger.entry(card, EntryKind.ACTIVATION, decision.amount))
+        if pin is not None:
+            out.extra["pin_set"] = await self._first_pin(conn, card, pin)
         return out
 
     async def _activate(self, conn, card: CardRow, now: datetime) -> None:
@@ -137,15 +238,20 @@ class TillService:
         await self.ledger.move_card(conn, card, CardEvent.ACTIVATE, activated_at=now,
                                     expires_on=expiry_date(now.date(), card.programme.validity_months))
 
-    async def _payment(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
-        return await self._debit(conn, req, now, hold=False)
+    async def _payment(self, conn, req: TillRequest, origin: Origin, now: datetime, pin: _PinWork | None = None
+                       ) -> Outcome:
+        return await self._debit(conn, req, now, pin, hold=False)
 
-    async def _authorize(self, conn, req: TillRequest, origin: Origin, now: datetime) -> Outcome:
-        return await self._debit(conn, req, now, hold=True, store_id=origin.store_id)
+    async def _authorize(self, conn, req: TillRequest, origin: Origin, now: datetime, pin: _PinWork | None = None
+                         ) -> Outcome:
+        return await self._debit(conn, req, now, pin, hold=True, store_id=origin.store_id)
 
-    def decide_on(self, card: CardRow, req: TillRequest, now: datetime) -> Outcome:
+    def decide_on(self, card: CardRow, req: TillRequest, now: datetime, *, pin_checked: bool = False) -> Outcome:
         """Payment or top-up on an already locked card: the part of the operation that group
-        commit runs for many requests in one transaction (no I/O of its own)."""
+        commit runs for many requests in one transaction (no I/O of its own).
+
+        PINs take I/O to check, so a payment on a PIN programme is decided here only when it has no
+        PIN block (declined) or ``pin_checked``; otherwise PinCheckNeeded sends it down the single path."""
         declined = _currency_declined(card, req)
         if declined:
             return declined
@@ -159,20 +265,29 @@ class TillService:
             raise ValueError(f"{req.kind} is not decided on a locked card alone")
         if not decision.approved:
             return Outcome.from_decision(decision, card)
+        if req.kind == K.PAYMENT and card.programme.pin_required and not pin_checked:
+            if req.pin_block is None:
+                return card_declined(card, DeclineCode.PIN_REQUIRED, "the card's PIN is needed")
+            raise PinCheckNeeded("a payment with a PIN is decided on its own")
         out = Outcome(True, card, decision.amount)
         out.entries.append(self.ledger.entry(card, kind, sign * decision.amount))
         return out
 
-    async def _debit(self, conn, req: TillRequest, now: datetime, *, hold: bool,
+    async def _debit(self, conn, req: TillRequest, now: datetime, pin: _PinWork | None, *, hold: bool,
                      store_id: int | None = None) -> Outcome:
         card = await self._card(conn, req)
         if isinstance(card, Outcome):
             return card
-        if not hold:
-            return self.decide_on(card, req, now)
+        # The PIN is asked for only of a debit that would otherwise go through: a blocked card or a
+        # short balance is declined for that, without counting a PIN.
         decision = decide_debit(card.view(), req.amount, now.date(), req.allow_partial)
         if not decision.approved:
             return Outcome.from_decision(decision, card)
+        refusal = await self._pin_refusal(conn, card, req, pin)
+        if refusal is not None:
+            return refusal
+        if not hold:
+            return self.decide_on(card, req, now, pin_checked=True)
         out = Outcome(True, card, decision.amount)
         out.entries.append(self.ledger.entry(card, EntryKind.HOLD, 0, decision.amount))
         p = card.programme
@@ -281,7 +396,9 @@ class TillService:
                 .scalar_subquery()).limit(1))
             if later.first() is not None or card.state != CardState.ACTIVE:
                 return card_declined(card, DeclineCode.CARD_USED, "card was used after it was sold")
-            await self.ledger.move_card(conn, card, CardEvent.CANCEL_SALE, expires_on=None, activated_at=None)
+            # Back in stock: the buyer's PIN goes with the sale, so the next sale can set its own.
+            await self.ledger.move_card(conn, card, CardEvent.CANCEL_SALE, expires_on=None, activated_at=None,
+                                        pin_hash=None, pin_failures=0)
         return self.cancel_posting(req, orig, card)
 
     async def _sale_cancel(self, conn, req, origin, now):

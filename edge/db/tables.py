@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from central.db.tables import UTCDateTime
 
 __all__ = ["metadata", "sync_state", "programmes", "store_settings", "tills", "cards", "deny_list", "journal",
-           "outbox", "holds", "number_blocks"]
+           "outbox", "holds", "number_blocks", "products"]
 
 metadata = sa.MetaData()
 
@@ -128,4 +128,21 @@ number_blocks = sa.Table(
     sa.Column("first_serial", sa.BigInteger, nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("used", sa.Integer, nullable=False, server_default="0"),
+)
+
+# The chain's product catalogue as central ships it (sync.ProductChange). Withdrawn products stay,
+# inactive: the highest version here is how far the store has pulled the catalogue.
+products = sa.Table(
+    "products", metadata,
+    sa.Column("key", sa.String(48), primary_key=True),  # core.barcodes.product_key
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("member_price", sa.BigInteger),
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("item_group", sa.String(32)),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Index("ix_products_version", "version"),
 )

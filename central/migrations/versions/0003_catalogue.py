@@ -1,0 +1,43 @@
+"""catalogue: products and the catalogue version counter
+
+Revision ID: 0003_catalogue
+Revises: 0002
+Create Date: 2026-12-06 10:00:00
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0003_catalogue'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('products',
+    sa.Column('key', sa.String(length=48), nullable=False),
+    sa.Column('code', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('price', sa.BigInteger(), nullable=False),
+    sa.Column('member_price', sa.BigInteger(), nullable=True),
+    sa.Column('unit', sa.String(length=16), nullable=False),
+    sa.Column('item_group', sa.String(length=32), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('version', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_products'))
+    )
+    with op.batch_alter_table('products', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_products_version'), ['version'], unique=True)
+
+    op.create_table('catalogue_state',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('version', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_catalogue_state'))
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('catalogue_state')
+    op.drop_table('products')
