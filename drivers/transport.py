@@ -141,7 +141,7 @@ class DeviceDriver:
         if self._protocol is None or not self.available:
             raise DeviceUnavailable(f"device {self.name} is not available")
         self._protocol.send(command)
-        self._flush()
+        self._flush(wake=True)
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "url": self.url.text, "available": self.available, "outages": self.outages,
@@ -205,13 +205,16 @@ class DeviceDriver:
             read.cancel()
             await asyncio.gather(read, return_exceptions=True)
 
-    def _flush(self) -> None:
+    def _flush(self, wake: bool = False) -> None:
+        """Write what the protocol has queued; ``wake`` the connection loop so that it looks at the
+        protocol's timers again (after a command from outside the loop)."""
         if self._protocol is None or self._writer is None:
             return
         data = self._protocol.data_to_send()
         if data:
             self._writer.write(data)
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def _deliver(self, events: list[DeviceEvent]) -> None:
         for event in events:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from drivers.pricechecker import PriceCheckerOptions
+
 from .config import EdgeConfig
 from .db import EdgeDatabase, upgrade
+from .devices import DeviceHub, parse_device_specs
 from .http import add_routes, error_middleware
-from .keys import CONFIG, DATABASE, HTTP, NODE, SCHEDULER, SYNC
+from .keys import CONFIG, DATABASE, DEVICES, HTTP, NODE, SCHEDULER, SYNC
+from .lookup import CodeLookup
 from .node import EdgeNode
+from .pricecheck import PRICE_CHECK, PriceCheckService
 from .sync_client import SyncClient
 
 __all__ = ["create_app"]
@@ -27,6 +33,8 @@ def create_app(config: EdgeConfig) -> web.Application:
     close with it."""
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
+    device_specs = parse_device_specs(config.devices)  # a bad device URL stops the node here, not later
+    price_options = PriceCheckerOptions.from_query(dict(parse_qsl(config.price_checker_options)))
 
     async def database_ctx(app: web.Application):
         await asyncio.to_thread(upgrade, config.database_url)
@@ -60,12 +68,30 @@ def create_app(config: EdgeConfig) -> web.Application:
         yield
         await session.close()
 
+    async def devices_ctx(app: web.Application):
+        node = app[NODE]
+        hub = DeviceHub(device_specs, templates=lambda: node.configuration.templates,
+                        pin_token_ttl=config.pin_token_ttl)
+        app[DEVICES] = hub
+        hub.start()
+        price_check = PriceCheckService(CodeLookup(node, config.kiosk_till_token), options=price_options)
+        app[PRICE_CHECK] = price_check
+        if config.price_checker_port:
+            await price_check.start(config.host, config.price_checker_port)
+        yield
+        await price_check.close()
+        await hub.close()
+
     async def scheduler_ctx(app: web.Application):
         if not config.scheduler:
             yield
             return
         scheduler = AsyncIOScheduler(timezone="UTC")
-        scheduler.add_job(app[SYNC].tick, "interval", seconds=config.sync_interval, id="sync",
+        async def sync() -> None:
+            await app[SYNC].tick()
+            await app[NODE].refresh_configuration()  # new programmes reach the card readers' checks
+
+        scheduler.add_job(sync, "interval", seconds=config.sync_interval, id="sync",
                           max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         scheduler.add_job(app[NODE].expire_holds, "interval", seconds=config.hold_sweep_seconds, id="expire-holds",
                           max_instances=1, coalesce=True)
@@ -74,6 +100,6 @@ def create_app(config: EdgeConfig) -> web.Application:
         yield
         scheduler.shutdown(wait=False)
 
-    app.cleanup_ctx.extend([database_ctx, central_ctx, scheduler_ctx])
+    app.cleanup_ctx.extend([database_ctx, central_ctx, devices_ctx, scheduler_ctx])
     add_routes(app)
     return app

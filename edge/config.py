@@ -33,6 +33,15 @@ class EdgeConfig:
     block_low_water: int = 50  # ask for another number block when this few numbers are left
     hold_sweep_seconds: float = 5.0
     scheduler: bool = True
+    # Devices at the tills, TILL/KIND=URL separated by spaces, KIND barcode|magstripe|pinpad, e.g.
+    # "T1/barcode=socket://10.0.0.5:4001?terminator=crlf T1/magstripe=/dev/ttyUSB0?framing=magtek"
+    devices: str = ""
+    pin_token_ttl: float = 60.0  # seconds a PIN entered on a pad stays usable by the till's next payment
+    price_checker_port: int = 0  # TCP port for fixed price checkers; 0: no price checker server
+    price_checker_options: str = ""  # their protocol options as a query string, e.g. "unit_id=1&aim=1"
+    # A till token at central for price checker and kiosk balance lookups (online first); without
+    # one they show what the store knows of the card.
+    kiosk_till_token: str = ""
     log_level: str = "INFO"
 
     @property

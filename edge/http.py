@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -12,11 +13,14 @@ from pydantic import BaseModel, Field
 from central.http import schemas as s
 from central.http.routing import error_middleware_for
 from core import IdempotencyConflict, OperationKind
+from drivers.transport import DeviceUnavailable
 
 from . import local
 from .db.tables import outbox
-from .keys import CONFIG, DATABASE, NODE
+from .devices import DeviceBusy, PinCancelledError
+from .keys import CONFIG, DATABASE, DEVICES, NODE
 from .node import AuthError, TillOp
+from .pricecheck import kiosk_lookup, kiosk_page
 
 __all__ = ["IssueBody", "add_routes", "error_middleware", "build_openapi"]
 
@@ -47,8 +51,47 @@ TILL_ROUTES: dict[str, tuple[OperationKind, type[BaseModel], str]] = {
 }
 
 
+PadLine = Annotated[str, Field(max_length=20, pattern=r"^[\x20-\x7e]*$")]
+
+
+class PadDisplayBody(s.Model):
+    lines: Annotated[tuple[PadLine, ...], Field(max_length=2)] = ()
+    amount: s.Amount | None = Field(None, description="show this amount instead of lines")
+    currency: s.Currency | None = None
+
+
+class PadCardBody(s.Model):
+    prompt: PadLine = "SWIPE CARD"
+    timeout: Annotated[float, Field(gt=0, le=300)] = 60.0
+
+
+class PadPinBody(s.Model):
+    card_number: s.CardNumber
+    amount: s.Amount | None = Field(None, description="shown to the customer with the PIN prompt")
+    currency: s.Currency | None = None
+
+
 # The edge's failures leave as central's do; only its own errors are mapped.
-error_middleware = error_middleware_for({AuthError: 401, IdempotencyConflict: 409})
+error_middleware = error_middleware_for({AuthError: 401, IdempotencyConflict: 409, DeviceUnavailable: 503,
+                                         DeviceBusy: 409, PinCancelledError: 409})
+
+# Operations whose body may carry the one-time token of a PIN entered on the till's pad.
+PIN_KINDS = {K.PAYMENT, K.AUTHORIZE, K.SALE}
+
+
+def _with_pin_block(request: web.Request, raw: bytes) -> bytes:
+    """The body with ``pin_token`` replaced by the PIN block it stands for (bodies without one unchanged)."""
+    if b'"pin_token"' not in raw:
+        return raw
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw  # validation reports it
+    if not isinstance(data, dict) or not isinstance(data.get("pin_token"), str):
+        return raw
+    token = data.pop("pin_token")
+    data["pin_block"] = request.app[DEVICES].take_pin_block(token, str(data.get("card_number"))).hex().upper()
+    return json.dumps(data).encode()
 
 
 def _till_handler(path: str, kind: OperationKind, model: type[BaseModel]):
@@ -57,6 +100,8 @@ def _till_handler(path: str, kind: OperationKind, model: type[BaseModel]):
         authorization = request.headers.get("Authorization", "")
         till = await node.till_for(authorization)
         raw = await request.read()
+        if kind in PIN_KINDS:
+            raw = _with_pin_block(request, raw)
         body = model.model_validate_json(raw or b"null")
         op = TillOp(kind, request.path, body, raw, authorization, till)
         status, result, replayed = await node.execute(op)
@@ -76,6 +121,56 @@ async def till_balance(request: web.Request) -> web.Response:
     return web.json_response(result, status=status)
 
 
+async def till_devices(request: web.Request) -> web.Response:
+    """This till's devices and whether each is connected."""
+    till = await request.app[NODE].till_for(request.headers.get("Authorization", ""))
+    return web.json_response({"till": till, "devices": request.app[DEVICES].status(till)})
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(reason=f"{name} is a number from {low:g} to {high:g}")
+    return value
+
+
+async def till_events(request: web.Request) -> web.Response:
+    """Events of this till's devices after ``after``, waiting up to ``wait`` seconds for one (long poll)."""
+    till = await request.app[NODE].till_for(request.headers.get("Authorization", ""))
+    after = int(_number(request, "after", 0, 0, 2**62))
+    wait = _number(request, "wait", 0, 0, 60)
+    events, last = await request.app[DEVICES].events(till, after, wait)
+    return web.json_response({"events": events, "last": last})
+
+
+async def pad_display(request: web.Request) -> web.Response:
+    till = await request.app[NODE].till_for(request.headers.get("Authorization", ""))
+    body = PadDisplayBody.model_validate_json(await request.read() or b"null")
+    await request.app[DEVICES].display(till, body.lines, body.amount, body.currency)
+    return web.json_response({"shown": True})
+
+
+async def pad_card(request: web.Request) -> web.Response:
+    till = await request.app[NODE].till_for(request.headers.get("Authorization", ""))
+    body = PadCardBody.model_validate_json(await request.read() or b"{}")
+    read = await request.app[DEVICES].read_card(till, body.prompt, body.timeout)
+    return web.json_response({"card_number": read.number, "expiry": read.expiry, "source": read.source})
+
+
+async def pad_pin(request: web.Request) -> web.Response:
+    """Ask for the card's PIN on this till's pad; a one-time ``pin_token`` for the next payment."""
+    till = await request.app[NODE].till_for(request.headers.get("Authorization", ""))
+    body = PadPinBody.model_validate_json(await request.read() or b"null")
+    token = await request.app[DEVICES].request_pin(till, body.card_number, body.amount, body.currency)
+    return web.json_response({"pin_token": token, "expires_in": request.app[CONFIG].pin_token_ttl})
+
+
 async def health(request: web.Request) -> web.Response:
     """Database, central's reachability, the sync position and the offline exposure."""
     node = request.app[NODE]
@@ -90,7 +185,8 @@ async def health(request: web.Request) -> web.Response:
         "last_pull_at": state.last_pull_at.isoformat() if state.last_pull_at else None,
         "last_error": state.last_error, "backlog": backlog, "acked_seq": state.acked_seq,
         "next_seq": state.next_seq, "epoch": state.epoch, "offline_exposure": exposure,
-        "quarantined": state.quarantined, "clock_offset": round(node.clock_offset, 3)})
+        "quarantined": state.quarantined, "clock_offset": round(node.clock_offset, 3),
+        "devices": request.app[DEVICES].status()})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -120,8 +216,48 @@ def build_openapi() -> dict[str, Any]:
                 **{str(code): {"description": text, "content": {"application/json": {"schema": error}}}
                    for code, text in ((400, "malformed request"), (401, "missing or unknown till token"),
                                       (409, "txn_id reused for a different request"), (422, "invalid input"))}}}}
-    for path, summary in (("/health", "Database, central, sync position and offline exposure"),
-                          ("/openapi.json", "This API's OpenAPI 3.1 document")):
+    errors = {str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+              for code, text in ((400, "malformed request"), (401, "missing or unknown till token"),
+                                 (409, "the pad is busy, or the customer cancelled or did not answer"),
+                                 (422, "invalid input"), (503, "the device is not connected"))}
+    for path, model, summary in (
+            ("/api/v1/till/pinpad/display", PadDisplayBody, "Show two lines, or an amount, on the till's PIN pad"),
+            ("/api/v1/till/pinpad/card", PadCardBody, "Have the customer swipe or insert a card at the pad; "
+                                                      "answers the card number"),
+            ("/api/v1/till/pinpad/pin", PadPinBody, "Ask for the card's PIN at the pad; answers a one-time pin_token "
+                                                    "to send with the payment, authorization or sale")):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+        paths[path] = {"post": {
+            "operationId": path.rsplit("/", 2)[-2] + "_" + path.rsplit("/", 1)[-1], "summary": summary,
+            "tags": ["devices"], "security": [{"till": []}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+            "responses": {"200": {"description": "done"}, **errors}}}
+    paths["/api/v1/till/events"] = {"get": {
+        "operationId": "till_events", "tags": ["devices"], "security": [{"till": []}],
+        "summary": "Events of this till's devices (barcode, card_read, read_failed, key, device_available, "
+                   "device_unavailable), long polling",
+        "parameters": [
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
+             "description": "the last sequence number the till has seen"},
+            {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 60},
+             "description": "seconds to wait for an event when there is none yet"}],
+        "responses": {"200": {"description": "{\"events\": [...], \"last\": n}"}, **errors}}}
+    paths["/api/v1/till/devices"] = {"get": {
+        "operationId": "till_devices", "tags": ["devices"], "security": [{"till": []}],
+        "summary": "This till's devices and whether each is connected",
+        "responses": {"200": {"description": "the devices"}, **errors}}}
+    paths["/api/v1/kiosk/lookup"] = {"get": {
+        "operationId": "kiosk_lookup", "tags": ["kiosk"],
+        "summary": "What a price checker shows for a scanned code: a card's balance or a product's prices",
+        "parameters": [{"name": "code", "in": "query", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the lines to show"},
+                      "400": errors["400"], "429": {"description": "too many lookups from this client"}}}}
+    for path, summary in (("/health", "Database, central, sync position, offline exposure and devices"),
+                          ("/openapi.json", "This API's OpenAPI 3.1 document"),
+                          ("/kiosk", "The customer price-check page (HTML)")):
         paths[path] = {"get": {"summary": summary, "tags": ["system"], "responses": {"200": {"description": "ok"}}}}
     return {"openapi": "3.1.0",
             "info": {"title": "Tessera store edge node", "version": VERSION,
@@ -136,5 +272,12 @@ def add_routes(app: web.Application) -> None:
     for path, (kind, model, _) in TILL_ROUTES.items():
         app.router.add_post(f"/api/v1/till/{path}", _till_handler(path, kind, model), name=f"till_{kind.value}")
     app.router.add_post("/api/v1/till/balance", till_balance, name="till_balance")
+    app.router.add_get("/api/v1/till/devices", till_devices, name="till_devices")
+    app.router.add_get("/api/v1/till/events", till_events, name="till_events")
+    app.router.add_post("/api/v1/till/pinpad/display", pad_display, name="pad_display")
+    app.router.add_post("/api/v1/till/pinpad/card", pad_card, name="pad_card")
+    app.router.add_post("/api/v1/till/pinpad/pin", pad_pin, name="pad_pin")
+    app.router.add_get("/api/v1/kiosk/lookup", kiosk_lookup, name="kiosk_lookup")
+    app.router.add_get("/kiosk", kiosk_page, name="kiosk")
     app.router.add_get("/health", health, name="health")
     app.router.add_get("/openapi.json", openapi, name="openapi")

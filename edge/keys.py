@@ -8,6 +8,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .config import EdgeConfig
 from .db import EdgeDatabase
+from .devices import DeviceHub
 from .node import EdgeNode
 from .sync_client import SyncClient
 
@@ -17,3 +18,4 @@ HTTP = web.AppKey("edge_http", aiohttp.ClientSession)
 NODE = web.AppKey("edge_node", EdgeNode)
 SYNC = web.AppKey("edge_sync", SyncClient)
 SCHEDULER = web.AppKey("edge_scheduler", AsyncIOScheduler)
+DEVICES = web.AppKey("edge_devices", DeviceHub)

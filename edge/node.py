@@ -97,7 +97,7 @@ class TillOp:
         return getattr(self.body, name, default)
 
     def fingerprint(self) -> str:
-        fields = self.body.model_dump(mode="json", exclude={"txn_id", "device_time"})
+        fields = self.body.model_dump(mode="json", exclude={"txn_id", "device_time", "pin_block"})
         return fingerprint({"kind": self.kind.value, "till": self.till, **fields})
 
 
@@ -131,6 +131,13 @@ class EdgeNode:
     async def start(self) -> None:
         async with self.db.begin() as conn:
             self.clock_offset = (await local.sync_position(conn)).clock_offset
+        await self.refresh_configuration()
+
+    async def refresh_configuration(self) -> local.Configuration:
+        """The configuration as last pulled (read again only when a pull changed it)."""
+        async with self.db.begin() as conn:
+            await self._specs(conn)
+        return self.configuration
 
     # -- central reachability ----------------------------------------------------------------------
 
@@ -290,17 +297,21 @@ class EdgeNode:
                             await self._seen_online(conn, number, {**data, "card_state": data["state"]},
                                                     self.central_time())
                 return status, data
+        return 200, await self.local_balance(number)
+
+    async def local_balance(self, number: str) -> dict[str, Any]:
+        """The store's own view of a card (cache, unsynced decisions and local holds included)."""
         async with self.db.begin() as conn:
             row = (await conn.execute(_CARD, {"number": number})).first()
             specs = await self._specs(conn)
         if row is None:
-            return 200, {"card": mask(number), "found": False, "decline_code": DeclineCode.UNKNOWN_OFFLINE.value,
-                         "decision": "offline"}
+            return {"card": mask(number), "found": False, "decline_code": DeclineCode.UNKNOWN_OFFLINE.value,
+                    "decision": "offline"}
         spec = specs.get(row.programme)
-        return 200, {"card": mask(number), "found": True, "state": row.state, "programme": row.programme,
-                     "currency": spec.currency if spec else None, "balance": row.balance, "held": row.held,
-                     "available": row.balance - row.held,
-                     "expires_on": row.expires_on.isoformat() if row.expires_on else None, "decision": "offline"}
+        return {"card": mask(number), "found": True, "state": row.state, "programme": row.programme,
+                "currency": spec.currency if spec else None, "balance": row.balance, "held": row.held,
+                "available": row.balance - row.held,
+                "expires_on": row.expires_on.isoformat() if row.expires_on else None, "decision": "offline"}
 
     # -- offline -----------------------------------------------------------------------------------
 
@@ -382,6 +393,8 @@ class EdgeNode:
     async def _offline_debit(self, conn, ctx: _Context, row: Any, spec: ProgrammeSpec, amount: int,
                              allow_partial: bool = False, check_card: bool = True) -> Decision:
         """The card's own checks (state, expiry), then every offline limit."""
+        if check_card and spec.pin_required:  # only central holds the PINs' hashes
+            return decline(DeclineCode.OFFLINE_LIMIT, "the card's PIN can be checked only while central answers")
         view = ctx.view(row, spec)
         if check_card:
             first = decide_debit(view, amount, ctx.today, allow_partial)
@@ -473,6 +486,9 @@ class EdgeNode:
         if isinstance(found, _Offline):
             return found
         row, spec = found
+        if op.get("pin_block") is not None:  # the PIN would be lost: only central keeps it (hashed)
+            return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "a card's PIN can be set only while central answers"),
+                            row, currency=spec.currency)
         d = decide_sale(ctx.view(row, spec), op.get("amount"), None)
         out = _Offline(d, row, currency=spec.currency)
         if d.approved:

@@ -24,6 +24,7 @@ from central.services import audit
 from central.services.catalogue import CatalogueRejected, CatalogueService
 from core import DomainError
 from edge.cli import add_edge_commands, run_edge
+from simulators.cli import add_sim_commands, run_sim
 
 log = logging.getLogger("tessera.cli")
 
@@ -191,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", required=True)
 
     add_edge_commands(sub)
+    add_sim_commands(sub)
 
     args = parser.parse_args(argv)
     if args.area == "edge":
         return run_edge(args)
+    if args.area == "sim":
+        return run_sim(args)
     if args.area == "demo":
         from tessera.demo import run_demo
 

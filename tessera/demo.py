@@ -1,5 +1,6 @@
-"""The demo: central and store S001's edge node on embedded SQLite, with seeded programmes, store, staff
-and stock of cards.
+"""The demo: central and store S001's edge node on embedded SQLite, with seeded programmes, store, staff,
+stock of cards and a product catalogue; till till-1 with a simulated scanner, card reader and PIN pad,
+and a simulated price checker.
 
 Central runs in a child process so that the user can cut the store off from it (``kill -STOP``) and
 watch the edge decide offline, then reconnect it (``kill -CONT``) and watch the edge's backlog drain.
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import uuid
 from pathlib import Path
 
@@ -28,10 +30,15 @@ from central.context import Central
 from central.db import upgrade
 from central.logs import AccessLogger, setup_logging
 from central.services import audit, create_programme
+from central.services.catalogue import CatalogueService
+from core import Money
 from edge.app import create_app as create_edge_app
 from edge.config import EdgeConfig
-from edge.keys import SYNC
+from edge.keys import NODE, SYNC
 from edge.sync_client import SyncError
+from simulators.devices import CardReaderSimulator, PinPadSimulator, PriceCheckerSimulator, ScannerSimulator
+from simulators.ports import PtyPort
+from simulators.till import Cashier, TillClient
 
 __all__ = ["run_demo", "seed_demo", "DEMO_PASSWORD", "DEMO_STORE"]
 
@@ -41,6 +48,14 @@ SYNC_SECONDS = 2.0
 # Offline limits of both demo programmes (EUR cents): 25.00 per payment, 50.00 and 3 payments per card
 # between two online sightings; the store may owe central at most 500.00 of offline debits.
 FLOOR_LIMIT, CARD_AMOUNT, CARD_COUNT, STORE_BUDGET = 2500, 5000, 3, 50000
+TILL = "till-1"
+DEMO_PRODUCT = "4006381333931"
+DEMO_CATALOGUE = f"""code,name,price,member_price,currency,unit,group
+{DEMO_PRODUCT},Crème brûlée dessert 2x100g,2.49,1.99,EUR,each,DESSERT
+5901234123457,Espresso beans 1kg,19.99,17.49,EUR,each,COFFEE
+036000291452,Tissues 3-ply,3.99,,EUR,each,HOUSEHOLD
+96385074,Bananas,1.29,,EUR,kg,FRUIT
+"""
 
 
 async def seed_demo(config: CentralConfig) -> dict:
@@ -56,7 +71,8 @@ async def seed_demo(config: CentralConfig) -> dict:
             await create_programme(conn, {
                 "code": "FLEX", "name": "Flex Gift Card", "kind": "gift", "currency": "EUR",
                 "number_prefix": "6035", "number_length": 16, "min_amount": 1000, "max_amount": 50000,
-                "topup_allowed": True, "max_balance": 100000, "hold_expiry_policy": "clarify"})
+                "topup_allowed": True, "max_balance": 100000, "hold_expiry_policy": "clarify",
+                "pin_required": True})
             for programme in ("GIFT", "FLEX"):
                 await central.sync.set_limits(conn, programme, FLOOR_LIMIT, CARD_AMOUNT, CARD_COUNT)
             await central.admin.create_store(conn, DEMO_STORE, "Demo Store Downtown")
@@ -65,6 +81,7 @@ async def seed_demo(config: CentralConfig) -> dict:
             await audit(conn, "demo", "sync_secret_rotate", f"store:{DEMO_STORE}", {"version": secret["version"]})
             await central.admin.create_user(conn, "admin", DEMO_PASSWORD, "admin")
             till = await central.admin.create_terminal(conn, "till", "till-1", DEMO_STORE)
+            kiosk = await central.admin.create_terminal(conn, "till", "price-checkers", DEMO_STORE)
             website = await central.admin.create_terminal(conn, "web", "website", None)
             gift_issue = await central.issuing.start_issue(conn, "GIFT", 100, "demo")
             flex_issue = await central.issuing.start_issue(conn, "FLEX", 50, "demo")
@@ -78,11 +95,15 @@ async def seed_demo(config: CentralConfig) -> dict:
                                                          numbers=[row["card_number"] for row in stock])
                 packs.append(await central.issuing.authorize_pack(conn, pack["id"]))
             if issue_id == gift_issue:
-                first = stock[0]
+                first, second = stock[0], stock[1]
+            else:
+                flex = stock[0]
+        await CatalogueService(central.db).import_csv(DEMO_CATALOGUE, actor="demo", source="demo-catalogue.csv")
         staff = await central.admin.login("admin", DEMO_PASSWORD)
         return {"till_token": till["token"], "web_token": website["token"], "card": first["card_number"],
                 "ecode": first["ecode"], "packs": packs, "store_secret": secret["secret"],
-                "staff_token": staff["token"]}
+                "staff_token": staff["token"], "kiosk_token": kiosk["token"], "tour_card": second["card_number"],
+                "flex_card": flex["card_number"]}
 
 
 class _DemoAccessLogger(AccessLogger):
@@ -179,7 +200,8 @@ async def _wait_for_central(base: str, process: multiprocessing.Process, seconds
     raise SystemExit(f"central did not answer on {base} within {seconds:.0f} s")
 
 
-def _instructions(data_dir: Path, central: str, edge: str, pid: int, seeded: dict) -> str:
+def _instructions(data_dir: Path, central: str, edge: str, pid: int, seeded: dict, tour: str = "",
+                  price_port: int = 0) -> str:
     card = seeded["card"]
 
     def txn(amount: int) -> str:
@@ -197,8 +219,23 @@ Tessera demo — central and store {DEMO_STORE}'s edge node on embedded SQLite (
   Edge {DEMO_STORE}:    {edge}   health: {edge}/health   API: {edge}/openapi.json
                 the store's tills talk to the edge; it syncs with central every {SYNC_SECONDS:.0f} s
   Staff login:  admin / {DEMO_PASSWORD}
-  Store {DEMO_STORE} has packs of GIFT (25/50/100 EUR) and FLEX (open value) cards authorized for sale.
+  Store {DEMO_STORE} has packs of GIFT (25/50/100 EUR) and FLEX (open value, PIN) cards authorized for sale.
   Offline limits (GIFT, FLEX): 25.00 EUR a payment, 50.00 EUR and {CARD_COUNT} payments a card; store budget 500.00 EUR.
+  Till {TILL} has a simulated barcode scanner, card reader and PIN pad on pseudo-terminals ({data_dir}/devices);
+  a simulated price checker is on the edge's price checker port {price_port}.
+
+At till {TILL}, through the simulated devices, just now:
+{tour}
+
+Open the kiosk page, {edge}/kiosk, and type (or scan) {card} or {DEMO_PRODUCT} into it; the same lookup:
+
+  curl -s "{edge}/api/v1/kiosk/lookup?code={DEMO_PRODUCT}"
+
+A fixed price checker, from another terminal:
+
+  tessera sim pricecheck --port {price_port} {DEMO_PRODUCT} {seeded["tour_card"]}
+
+The till's device events (what the POS reads): GET {edge}/api/v1/till/events?after=0 with the till's token below.
 
 A cashier at store {DEMO_STORE} sells card {card} for 50.00 EUR, the customer pays 12.50 and asks the
 balance — through the edge, which asks central ("decision": "online"):
@@ -235,8 +272,120 @@ Press Ctrl+C to stop (the edge, then central).
 """
 
 
-async def _run_edge(config: EdgeConfig, central: str, process: multiprocessing.Process, banner) -> None:
+class DemoDevices:
+    """Till till-1's simulated scanner, card reader and PIN pad (on pseudo-terminals), and a price checker."""
+
+    def __init__(self, data_dir: Path) -> None:
+        folder = data_dir / "devices"
+        self.scanner = ScannerSimulator(PtyPort(folder / f"{TILL}-scanner", "terminator=crlf&aim=1"))
+        self.reader = CardReaderSimulator(PtyPort(folder / f"{TILL}-reader", "framing=magtek"))
+        self.pad = PinPadSimulator(PtyPort(folder / f"{TILL}-pinpad", "pin_timeout=60"), pin="2468")
+        self.ports = {"scanner": self.scanner.port, "reader": self.reader.port, "pad": self.pad.port}
+
+    @property
+    def setting(self) -> str:
+        return (f"{TILL}/barcode={self.scanner.port.url} {TILL}/magstripe={self.reader.port.url} "
+                f"{TILL}/pinpad={self.pad.port.url}")
+
+    async def plug(self) -> None:
+        for port in self.ports.values():
+            await port.plug()
+
+    async def unplug(self) -> None:
+        for port in self.ports.values():
+            await port.unplug()
+
+
+def _money(minor: int) -> str:
+    return str(Money("EUR", minor))
+
+
+async def _tour(edge_url: str, price_port: int, seeded: dict, devices: DemoDevices) -> str:
+    """A cashier's flow at till-1 through the simulated devices; what happened, as text."""
+    card, flex = seeded["tour_card"], seeded["flex_card"]
+    out = []
+    async with aiohttp.ClientSession() as session:
+        till = TillClient(session, edge_url, seeded["till_token"])
+        cashier = Cashier(till, scan=devices.scanner.scan, swipe=devices.reader.swipe,
+                          needs_pin=lambda number: number.startswith("6035"))
+        for _ in range(100):  # the edge opens the devices as soon as it starts
+            if all(d["available"] for d in await till.devices()):
+                break
+            await asyncio.sleep(0.1)
+        await till.skip_events()
+        sale = await cashier.sell(card, 5000)
+        out.append(f"  1. The cashier scans gift card {card}'s barcode and sells it for 50.00 EUR: "
+                   f"{'approved' if sale['approved'] else sale['decline_code']} ({sale['decision']}).")
+        await till.pad_show(amount=1250, currency="EUR")
+        paid = await cashier.pay(card, 1250)
+        out.append(f"  2. The customer swipes it at the reader to pay 12.50 EUR (the pad shows the amount): "
+                   f"{'approved' if paid['approved'] else paid['decline_code']}, balance {_money(paid['balance'])}.")
+        checker = PriceCheckerSimulator("127.0.0.1", price_port)
+        try:
+            shown = await checker.check(card)
+            out.append("  3. The customer scans the card at the price checker, which shows:  " + " | ".join(shown))
+            shown = await checker.check(DEMO_PRODUCT)
+            out.append("     and a product:  " + " | ".join(shown))
+        finally:
+            await checker.close()
+        token = await till.pad_pin(flex)
+        sale = await till.till("sale", card_number=flex, amount=4000, pin_token=token)
+        out.append(f"  4. A FLEX card (its programme wants a PIN) is sold for 40.00 EUR; the customer chooses PIN "
+                   f"{devices.pad.pin} on the pad: {'approved' if sale['approved'] else sale['decline_code']}.")
+        paid = await cashier.pay(flex, 1000)
+        devices.pad.pin = "1111"
+        wrong = await cashier.pay(flex, 1000)
+        devices.pad.pin = "2468"
+        out.append(f"     Paying 10.00 EUR with it asks the PIN on the pad: "
+                   f"{'approved' if paid['approved'] else paid['decline_code']}; with a wrong PIN: "
+                   f"{'approved' if wrong['approved'] else wrong['decline_code']}.")
+    return "\n".join(out)
+
+
+CONSOLE_HELP = """Type here to act as till-1's devices:  swipe CARD [CENTS]   scan CODE   check CODE   pin DIGITS
+                                        unplug reader|scanner|pad   plug reader|scanner|pad   help"""
+
+
+async def _console(edge_url: str, price_port: int, seeded: dict, devices: DemoDevices) -> None:
+    """Commands typed into the demo's terminal drive the simulated devices."""
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        till = TillClient(session, edge_url, seeded["till_token"])
+        cashier = Cashier(till, scan=devices.scanner.scan, swipe=devices.reader.swipe,
+                          needs_pin=lambda number: number.startswith("6035"))
+        checker = PriceCheckerSimulator("127.0.0.1", price_port)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            word, *rest = line.split() or [""]
+            try:
+                if word == "swipe" and rest:
+                    await till.skip_events()
+                    answer = await cashier.pay(rest[0], int(rest[1]) if len(rest) > 1 else 100)
+                    print(json.dumps(answer), flush=True)
+                elif word == "scan" and rest:
+                    await till.skip_events()
+                    await devices.scanner.scan(rest[0])
+                    print(json.dumps(await till.next_event(lambda e: e["type"] == "barcode")), flush=True)
+                elif word == "check" and rest:
+                    print(" | ".join(await checker.check(rest[0])), flush=True)
+                elif word == "pin" and rest:
+                    devices.pad.pin = rest[0]
+                    print(f"the customer will enter PIN {rest[0]}", flush=True)
+                elif word in ("unplug", "plug") and rest and rest[0] in devices.ports:
+                    port = devices.ports[rest[0]]
+                    await (port.unplug() if word == "unplug" else port.plug())
+                    print(f"{rest[0]} {word}ged", flush=True)
+                elif word:
+                    print(CONSOLE_HELP, flush=True)
+            except Exception as exc:  # the demo goes on whatever was typed
+                print(f"{type(exc).__name__}: {exc}", flush=True)
+        await checker.close()
+
+
+async def _run_edge(config: EdgeConfig, central: str, process: multiprocessing.Process, banner, seeded: dict,
+                    devices: DemoDevices) -> None:
     await _wait_for_central(central, process)
+    await devices.plug()
+    tasks = []
 
     async def started(app: web.Application) -> None:
         # The first sync brings the tills' tokens and the limits: until then the edge refuses the tills.
@@ -244,9 +393,20 @@ async def _run_edge(config: EdgeConfig, central: str, process: multiprocessing.P
             await app[SYNC].round()
         except SyncError as exc:
             raise SystemExit(f"the edge's first sync with central failed: {exc}") from None
-        print(banner, flush=True)
+        await app[NODE].refresh_configuration()
+        edge_url = f"http://{config.host}:{config.port}"
+        tour = await _tour(edge_url, config.price_checker_port, seeded, devices)
+        print(banner(tour), flush=True)
+        if sys.stdin is not None and sys.stdin.isatty():
+            print(CONSOLE_HELP, flush=True)
+            tasks.append(asyncio.create_task(_console(edge_url, config.price_checker_port, seeded, devices)))
 
-    await _serve(create_edge_app(config), config.host, config.port, AccessLogger, started)
+    try:
+        await _serve(create_edge_app(config), config.host, config.port, AccessLogger, started)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await devices.unplug()
 
 
 def run_demo(data_dir: Path, port: int, edge_port: int = 8090) -> int:
@@ -254,17 +414,23 @@ def run_demo(data_dir: Path, port: int, edge_port: int = 8090) -> int:
     config = CentralConfig(database_url=f"sqlite:///{data_dir}/central.db", data_dir=data_dir, port=port)
     upgrade(config.database_url)
     seeded = asyncio.run(seed_demo(config))
+    devices = DemoDevices(data_dir)
     edge = EdgeConfig(store=DEMO_STORE, store_secret=seeded["store_secret"], central_url=f"http://{config.host}:{port}",
                       database=data_dir / f"edge-{DEMO_STORE}.db", port=edge_port, sync_interval=SYNC_SECONDS,
-                      backoff_cap=5.0)  # back after an outage within seconds, not the production minute
+                      backoff_cap=5.0,  # back after an outage within seconds, not the production minute
+                      devices=devices.setting, price_checker_port=edge_port + 1,
+                      kiosk_till_token=seeded["kiosk_token"])
     setup_logging(edge.log_level)
     process = multiprocessing.get_context("spawn").Process(target=_central_process, args=(config, os.getpid()),
                                                            name="tessera-central")
     process.start()
     try:
-        banner = _instructions(data_dir, edge.central_url, f"http://{edge.host}:{edge.port}", process.pid, seeded)
+        def banner(tour: str) -> str:
+            return _instructions(data_dir, edge.central_url, f"http://{edge.host}:{edge.port}", process.pid, seeded,
+                                 tour, edge.price_checker_port)
+
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_run_edge(edge, edge.central_url, process, banner))
+            runner.run(_run_edge(edge, edge.central_url, process, banner, seeded, devices))
     finally:
         _stop_central(process)
     return 0

@@ -189,14 +189,22 @@ async def test_demo_prints_commands_that_work(tmp_path: Path):
         text = "".join(output).replace("\\\n", " ")
         central_pid = int(re.search(r"\(process (\d+)\)", text).group(1))
         commands = [c.strip() for c in text.splitlines() if c.strip().startswith(("curl ", "kill "))]
-        assert len(commands) == 11
+        assert len(commands) == 12
         edge, central = f"http://127.0.0.1:{edge_port}/", f"http://127.0.0.1:{port}/"
-        (sale, payment, balance, web, cut, offline_payment, offline_balance, heal, health, login,
+        (kiosk, sale, payment, balance, web, cut, offline_payment, offline_balance, heal, health, login,
          stores) = commands
+        # The cashier's flow through the simulated devices ran before the banner.
+        assert "sells it for 50.00 EUR: approved (online)" in text
+        assert "approved, balance 37.50 EUR" in text
+        assert "shows:  603400******" in text and "| 37.50 EUR" in text
+        assert "Members: 1.99 EUR" in text
+        assert "on the pad: approved" in text and "PIN on the pad: approved; with a wrong PIN: pin_incorrect" in text
         assert all(edge in c for c in (sale, payment, balance, offline_payment, offline_balance, health))
         assert all(central in c for c in (web, login, stores))
         assert (cut, heal) == (f"kill -STOP {central_pid}", f"kill -CONT {central_pid}")
         async with aiohttp.ClientSession() as session:
+            product = await run_printed(session, kiosk)
+            assert product["kind"] == "product" and any("2.49 EUR" in line["text"] for line in product["lines"])
             answers = [await run_printed(session, c) for c in (sale, payment, balance, web)]
             assert [a.get("decision") for a in answers] == ["online", "online", "online", None]
             assert answers[0]["approved"] and answers[1]["approved"]

@@ -117,3 +117,18 @@ async def test_driver_runs_the_pads_retransmission_timer(tmp_path):
     finally:
         await driver.close()
         await port.unplug()
+
+
+async def test_a_connected_idle_driver_uses_no_cpu(tmp_path):
+    port = PtyPort(tmp_path / "idle")
+    await port.plug()
+    driver = scanner_driver(port.url, [], [])
+    driver.start()
+    try:
+        await wait_until(lambda: driver.available)
+        before = time.process_time()
+        await asyncio.sleep(1.0)
+        assert time.process_time() - before < 0.2  # waiting for bytes, not polling for them
+    finally:
+        await driver.close()
+        await port.unplug()
