@@ -203,6 +203,10 @@ async def test_demo_prints_commands_that_work(tmp_path: Path):
         assert all(central in c for c in (web, login, stores))
         assert (cut, heal) == (f"kill -STOP {central_pid}", f"kill -CONT {central_pid}")
         async with aiohttp.ClientSession() as session:
+            # The printed fixed price checker command, as another terminal would run it.
+            checker = next(c.strip() for c in text.splitlines() if c.strip().startswith("tessera sim pricecheck"))
+            shown = subprocess.run([*CLI, *shlex.split(checker)[1:]], capture_output=True, text=True, timeout=60)
+            assert shown.returncode == 0 and "2.49 EUR" in shown.stdout and "603400******" in shown.stdout, shown
             product = await run_printed(session, kiosk)
             assert product["kind"] == "product" and any("2.49 EUR" in line["text"] for line in product["lines"])
             answers = [await run_printed(session, c) for c in (sale, payment, balance, web)]

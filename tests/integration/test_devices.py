@@ -15,7 +15,7 @@ from core.pin import pin_from_block
 from edge.keys import DEVICES
 from simulators.devices import CardReaderSimulator, PinPadSimulator, ScannerSimulator
 from simulators.ports import PtyPort, SocketPort
-from simulators.till import Cashier, TillClient, TillError
+from simulators.till import Cashier, TillClient, TillError, run_load
 
 from ..edge_support import Edge
 
@@ -238,3 +238,14 @@ async def test_a_pin_token_is_for_one_payment_of_its_card(store, world):
     assert refused.value.status == 422
     with pytest.raises(TillError):  # the refused attempt used the token up
         await store.till.till("payment", card_number=number, amount=100, pin_token=token)
+
+
+async def test_the_till_simulator_runs_steady_checkouts_through_the_devices(store, world):
+    """Baskets scanned item by item, cards swiped, payments approved: the load the till simulator makes."""
+    cards = [await world.sell("GIFT", 10000) for _ in range(3)]
+    products = [("4006381333931", 249), ("96385074", 129)]
+    report = await run_load(store.cashier, cards, products, rate=4.0, duration=2.0)
+    assert report.checkouts >= 3 and report.errors == 0, report.summary()
+    assert report.approved == report.checkouts == len(report.latencies)
+    spent = sum([10000 - (await world.till("balance", card_number=c))["balance"] for c in cards])
+    assert spent > 0 and "swipe to answer p50" in report.summary()
