@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/issue_cards.py
 	$(BIN)/python bench/sync_ingest.py
 	$(BIN)/python bench/edge_latency.py
+	$(BIN)/python bench/swipe_latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -106,12 +106,13 @@ async def configure(base: str) -> bytes:
     return bytes.fromhex(data["secret"])
 
 
-def start_edge(data_dir: Path, central_port: int, secret: bytes) -> tuple[subprocess.Popen, int]:
+def start_edge(data_dir: Path, central_port: int, secret: bytes,
+               extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "TESSERA_EDGE_LOG_LEVEL": "WARNING", "TESSERA_EDGE_SYNC_INTERVAL": "1",
            "TESSERA_EDGE_ONLINE_TIMEOUT": "1.0",
            # Retry central every second at most, so the push after the outage is measured, not the backoff.
-           "TESSERA_EDGE_BACKOFF_CAP": "1"}
+           "TESSERA_EDGE_BACKOFF_CAP": "1", **(extra_env or {})}
     log = open(data_dir / "edge.log", "wb")
     proc = subprocess.Popen([str(TESSERA), "edge", "serve", "--store", STORE, "--secret", secret.hex(),
                              "--central-url", f"http://127.0.0.1:{central_port}", "--database",

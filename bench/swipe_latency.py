@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +30,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import code_version  # noqa: E402
-from central_payments import STORE, TESSERA, free_port, pct, start_server  # noqa: E402
-from edge_latency import configure, prepare_central, wait_edge  # noqa: E402
+from central_payments import pct, start_server  # noqa: E402
+from edge_latency import configure, prepare_central, start_edge, wait_edge  # noqa: E402
 
 from central.config import CentralConfig  # noqa: E402
 from central.db import upgrade  # noqa: E402
@@ -52,19 +50,6 @@ def parse_args() -> argparse.Namespace:
     if min(args.swipes, args.cards) <= 0:
         p.error("swipes and cards must be positive")
     return args
-
-
-def start_edge(data_dir: Path, central_port: int, secret: bytes, devices: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {**os.environ, "TESSERA_EDGE_LOG_LEVEL": "WARNING", "TESSERA_EDGE_SYNC_INTERVAL": "1",
-           "TESSERA_EDGE_ONLINE_TIMEOUT": "1.0", "TESSERA_EDGE_BACKOFF_CAP": "1", "TESSERA_EDGE_DEVICES": devices}
-    log = open(data_dir / "edge.log", "wb")
-    proc = subprocess.Popen([str(TESSERA), "edge", "serve", "--store", STORE, "--secret", secret.hex(),
-                             "--central-url", f"http://127.0.0.1:{central_port}", "--database",
-                             str(data_dir / "edge.db"), "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir)
-    log.close()
-    return proc, port
 
 
 async def phase(base: str, token: str, reader: CardReaderSimulator, numbers: list[str], swipes: int) -> dict:
@@ -138,7 +123,8 @@ def main() -> int:
                 reader_port = PtyPort(data_dir / "dev" / "reader", "framing=magtek")
                 await reader_port.plug()
                 reader = CardReaderSimulator(reader_port)
-                edge, edge_port = start_edge(data_dir, server.port, secret, f"{TILL}/magstripe={reader_port.url}")
+                edge, edge_port = start_edge(data_dir, server.port, secret,
+                                             {"TESSERA_EDGE_DEVICES": f"{TILL}/magstripe={reader_port.url}"})
                 base = f"http://127.0.0.1:{edge_port}"
                 await wait_edge(base, edge, data_dir, "pulled")
                 await asyncio.sleep(1.5)  # the reader is opened and the programmes are known to its checks

@@ -21,6 +21,7 @@ from core import InvalidInput, NumberTemplate
 from core.barcodes import is_gtin, product_key
 
 from .events import BarcodeScanned, DeviceEvent, LocalProtocolError, ProtocolViolation, ReadFailed, mask_number
+from .protocol import InputOnly
 
 __all__ = [
     "BarcodeOptions", "BarcodeReader", "encode_scan", "classify", "CardCode", "ProductCode", "UnknownCode",
@@ -90,7 +91,7 @@ def _printable(text: str) -> bool:
 _DATA, _DISCARD, _IDLE, _JUNK, _FRAME = "data", "discard", "idle", "junk", "frame"
 
 
-class BarcodeReader:
+class BarcodeReader(InputOnly):
     """The host side of a scanner: bytes in, ``BarcodeScanned`` out.
 
     Never raises on input. Bytes it cannot frame (outside STX/ETX, a CR without its LF, a scan longer
@@ -99,6 +100,8 @@ class BarcodeReader:
     set, gives ``ReadFailed``. Empty scans are ignored. The buffer never holds more than
     ``max_length`` + 5 bytes.
     """
+
+    takes_no_commands = "a barcode scanner takes no commands"
 
     def __init__(self, options: BarcodeOptions | None = None) -> None:
         self.options = options or BarcodeOptions()
@@ -194,18 +197,6 @@ class BarcodeReader:
         if len(text) > self.options.max_length:
             return ProtocolViolation(f"scan longer than {self.options.max_length} characters")
         return BarcodeScanned(text, symbology)
-
-    def send(self, command: object) -> None:
-        raise LocalProtocolError("a barcode scanner takes no commands")
-
-    def data_to_send(self) -> bytes:
-        return b""
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def handle_timeout(self, now: float) -> list[DeviceEvent]:
-        return []
 
     def connection_lost(self) -> list[DeviceEvent]:
         """Forget a partial scan; one ``ProtocolViolation`` if there was one."""

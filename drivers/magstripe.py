@@ -31,6 +31,7 @@ from core import InvalidInput, NumberTemplate
 from core.track import TrackData, parse_track1, parse_track2, parse_track3
 
 from .events import CardRead, DeviceEvent, LocalProtocolError, ProtocolViolation, ReadFailed, mask_number
+from .protocol import InputOnly
 
 __all__ = ["MagstripeOptions", "MagstripeReader", "encode_swipe", "encode_read_error", "FRAMINGS", "MAX_SWIPE"]
 
@@ -112,7 +113,7 @@ def _segments(text: str) -> list[tuple[int, str]] | None:
     return out
 
 
-class MagstripeReader:
+class MagstripeReader(InputOnly):
     """The host side of a reader: bytes in, ``CardRead`` or ``ReadFailed`` out.
 
     A swipe gives ``CardRead`` when at least one track parses and the tracks that parse agree on the
@@ -123,6 +124,8 @@ class MagstripeReader:
     nothing. Bytes that cannot be framed give ``ProtocolViolation``. Never raises on input; the
     buffer never holds more than ``MAX_SWIPE`` bytes.
     """
+
+    takes_no_commands = "a magnetic-stripe reader takes no commands"
 
     def __init__(self, options: MagstripeOptions | None = None,
                  templates: Mapping[str, NumberTemplate] | None = None) -> None:
@@ -246,18 +249,6 @@ class MagstripeReader:
                 if not check or luhn.is_valid(number):
                     return True
         return False
-
-    def send(self, command: object) -> None:
-        raise LocalProtocolError("a magnetic-stripe reader takes no commands")
-
-    def data_to_send(self) -> bytes:
-        return b""
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def handle_timeout(self, now: float) -> list[DeviceEvent]:
-        return []
 
     def connection_lost(self) -> list[DeviceEvent]:
         """Forget a partial swipe; ``ReadFailed`` if there was one, so the cashier asks for another."""

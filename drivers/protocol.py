@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .events import DeviceEvent
+from .events import DeviceEvent, LocalProtocolError
 
-__all__ = ["DeviceProtocol"]
+__all__ = ["DeviceProtocol", "InputOnly"]
 
 
 class DeviceProtocol(Protocol):
@@ -32,3 +32,22 @@ class DeviceProtocol(Protocol):
 
     def connection_lost(self) -> list[DeviceEvent]:
         """The link dropped: forget partial input and pending exchanges; events for what was abandoned."""
+
+
+class InputOnly:
+    """The command side of a device that only reports (a scanner, a stripe reader): it takes no
+    commands and runs no timers."""
+
+    takes_no_commands = "this device takes no commands"
+
+    def send(self, command: Any) -> None:
+        raise LocalProtocolError(self.takes_no_commands)
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timeout(self, now: float) -> list[DeviceEvent]:
+        return []

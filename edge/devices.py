@@ -117,6 +117,7 @@ class DeviceHub:
         self._pin_ttl = pin_token_ttl
         self._tills: dict[str, _Till] = {}
         self._pins: dict[str, tuple[bytes, str, float]] = {}  # token -> (PIN block, card, expires at)
+        self._spent: dict[str, tuple[tuple[str, str], float]] = {}  # token -> ((card, txn_id), forget at)
         self.drivers: dict[str, DeviceDriver] = {}
         for spec in specs:
             self._tills.setdefault(spec.till, _Till())
@@ -140,6 +141,7 @@ class DeviceHub:
     async def close(self) -> None:
         await asyncio.gather(*(driver.close() for driver in self.drivers.values()))
         self._pins.clear()
+        self._spent.clear()
 
     # -- events for the POS ------------------------------------------------------------------------
 
@@ -260,18 +262,25 @@ class DeviceHub:
         self._pins[token] = (event.pin_block, card, time.monotonic() + self._pin_ttl)
         return token
 
-    def take_pin_block(self, token: str, card: str) -> bytes:
-        """The PIN block behind a token, once, for the card it was entered for; InvalidInput otherwise."""
+    def take_pin_block(self, token: str, card: str, txn_id: str) -> bytes | None:
+        """The PIN block behind a token, for the card it was entered for, for one transaction: None when
+        the same transaction comes again (its first answer is replayed); InvalidInput otherwise."""
         self._expire_pins()
+        spent = self._spent.get(token)
+        if spent is not None and spent[0] == (card, txn_id):
+            return None
         entry = self._pins.pop(token, None)
         if entry is None or entry[1] != card:
             raise InvalidInput("pin_token is unknown, used, expired or for another card")
+        self._spent[token] = ((card, txn_id), time.monotonic() + self._pin_ttl)
         return entry[0]
 
     def _expire_pins(self) -> None:
         now = time.monotonic()
         for token in [t for t, (_, _, expires) in self._pins.items() if expires <= now]:
             del self._pins[token]
+        for token in [t for t, (_, expires) in self._spent.items() if expires <= now]:
+            del self._spent[token]
 
 
 class _LiveTemplates(Mapping):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from central.http import schemas as s
 from central.http.routing import error_middleware_for
-from core import IdempotencyConflict, OperationKind
+from core import IdempotencyConflict, InvalidInput, OperationKind
 from drivers.transport import DeviceUnavailable
 
 from . import local
@@ -90,7 +90,9 @@ def _with_pin_block(request: web.Request, raw: bytes) -> bytes:
     if not isinstance(data, dict) or not isinstance(data.get("pin_token"), str):
         return raw
     token = data.pop("pin_token")
-    data["pin_block"] = request.app[DEVICES].take_pin_block(token, str(data.get("card_number"))).hex().upper()
+    block = request.app[DEVICES].take_pin_block(token, str(data.get("card_number")), str(data.get("txn_id")))
+    if block is not None:  # None: the same transaction again, answered from the journal
+        data["pin_block"] = block.hex().upper()
     return json.dumps(data).encode()
 
 
@@ -136,7 +138,7 @@ def _number(request: web.Request, name: str, default: float, low: float, high: f
     except ValueError:
         value = float("nan")
     if not low <= value <= high:
-        raise web.HTTPBadRequest(reason=f"{name} is a number from {low:g} to {high:g}")
+        raise InvalidInput(f"{name} is a number from {low:g} to {high:g}")
     return value
 
 

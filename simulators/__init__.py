@@ -1,1 +1,3 @@
-"""Filled by later work; see docs/architecture.md."""
+"""Simulated devices and tills: the device side of the ``drivers`` protocols over pseudo-terminals and
+sockets (``ports``, ``devices``), and a till's POS on the edge's API (``till``); ``tessera sim`` runs them.
+"""

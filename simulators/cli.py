@@ -4,7 +4,7 @@ Each device plugs in where the edge node's ``devices`` setting expects it (a pty
 acts on the arguments given, then on lines read from standard input until end of input:
 
   tessera sim scanner --pty var/devices/T1-scanner 4006381333931 6034000000000007
-  tessera sim reader --pty var/devices/T1-reader --framing magtek        # then type card numbers
+  tessera sim reader --pty var/devices/T1-reader --options framing=magtek  # then type card numbers
   tessera sim pinpad --listen 127.0.0.1:7003 --pin 1234                   # answers every PIN prompt
   tessera sim pricecheck --edge-host 127.0.0.1 --port 8091 4006381333931  # prints the screen
   tessera sim till --edge http://127.0.0.1:8090 --token TOKEN --cards 6034...,6034... --rate 2 --seconds 60

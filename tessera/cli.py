@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="area", required=True)
 
-    demo = sub.add_parser("demo", help="run the demo: central and a store's edge node on embedded SQLite, seeded")
+    demo = sub.add_parser("demo", help="run the demo: central, a store's edge node, a till's simulated devices "
+                                      "and a price checker, seeded")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--edge-port", type=int, default=8090)
     demo.add_argument("--data-dir", default="var/demo")

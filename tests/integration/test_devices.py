@@ -7,10 +7,12 @@ import asyncio
 import csv
 import logging
 import time
+import uuid
 
 import aiohttp
 import pytest
 
+from core import InvalidInput
 from core.pin import pin_from_block
 from edge.keys import DEVICES
 from simulators.devices import CardReaderSimulator, PinPadSimulator, ScannerSimulator
@@ -105,12 +107,13 @@ async def test_pin_pad_prompts_and_pin_token(store, world):
     store.pad.pin = "4321"
     token = await store.till.pad_pin(number, 1250, "EUR")
     assert "4321" not in token
-    with pytest.raises(Exception):
-        store.hub.take_pin_block(token, world.stock["GIFT"][1])  # another card: refused, and the token is gone
+    with pytest.raises(InvalidInput):  # another card: refused, and the token is gone
+        store.hub.take_pin_block(token, world.stock["GIFT"][1], "t1")
     token = await store.till.pad_pin(number, 1250, "EUR")
-    assert pin_from_block(store.hub.take_pin_block(token, number), number) == "4321"
-    with pytest.raises(Exception):
-        store.hub.take_pin_block(token, number)  # used once
+    assert pin_from_block(store.hub.take_pin_block(token, number, "t2"), number) == "4321"
+    assert store.hub.take_pin_block(token, number, "t2") is None  # the same transaction again: no block needed
+    with pytest.raises(InvalidInput):
+        store.hub.take_pin_block(token, number, "t3")  # another transaction: used once
 
 
 async def test_pin_cancelled_on_the_pad(store, world):
@@ -178,7 +181,7 @@ async def test_track_data_never_reaches_the_logs(store, world, caplog):
 async def test_events_api_validates_and_needs_a_till(store):
     resp = await store.edge.client.get("/api/v1/till/events", params={"wait": "x"},
                                        headers=store.edge.world.tills["S1"])
-    assert resp.status == 400 and (await resp.json())["error"]["code"]
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_input"
     resp = await store.edge.client.get("/api/v1/till/events")
     assert resp.status == 401
     resp = await store.edge.client.post("/api/v1/till/pinpad/display", json={"lines": ["x" * 21]},
@@ -217,7 +220,10 @@ async def test_pin_chosen_at_sale_then_checked_by_central(store, world):
     paid = await cashier.pay(number, 1000)
     assert paid["approved"] and paid["balance"] == 2000, paid
     store.pad.pin = "1111"
-    wrong = await cashier.pay(number, 1000)
+    token = await store.till.pad_pin(number, 1000, "EUR")
+    body = {"txn_id": str(uuid.uuid4()), "card_number": number, "amount": 1000, "pin_token": token}
+    wrong = await store.till.till("payment", **body)
+    assert await store.till.till("payment", **body) == wrong  # a resend is answered from the journal
     assert (wrong["approved"], wrong["decline_code"]) == (False, "pin_incorrect")
     no_pin = await store.till.till("payment", card_number=number, amount=500)
     assert no_pin["decline_code"] == "pin_required"
