@@ -112,7 +112,7 @@ class DeviceHub:
     """Every device of the store, grouped by till."""
 
     def __init__(self, specs: list[DeviceSpec], *, templates: Callable[[], Mapping[str, NumberTemplate]],
-                 pin_token_ttl: float = 60.0, magstripe_check: bool = True) -> None:
+                 pin_token_ttl: float = 60.0) -> None:
         self._templates = templates
         self._pin_ttl = pin_token_ttl
         self._tills: dict[str, _Till] = {}
@@ -121,15 +121,16 @@ class DeviceHub:
         self.drivers: dict[str, DeviceDriver] = {}
         for spec in specs:
             self._tills.setdefault(spec.till, _Till())
-            factory = self._factory(spec.kind, magstripe_check)
+            factory = self._factory(spec.kind)
             self.drivers[spec.name] = DeviceDriver(spec.name, spec.url, factory, self._on_event, self._on_availability)
         self.specs = {spec.name: spec for spec in specs}
 
-    def _factory(self, kind: str, magstripe_check: bool):
+    def _factory(self, kind: str):
         if kind == "barcode":
             return lambda query: barcode.BarcodeReader(barcode.BarcodeOptions.from_query(query))
         if kind == "magstripe":
-            templates = _LiveTemplates(self._templates) if magstripe_check else None
+            # Swiped numbers must belong to a programme the store knows (none known yet: no check).
+            templates = _LiveTemplates(self._templates)
             return lambda query: magstripe.MagstripeReader(magstripe.MagstripeOptions.from_query(query),
                                                            templates=templates)
         return lambda query: pinpad.PinPadHost(pinpad.PinPadOptions.from_query(query))

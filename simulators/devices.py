@@ -12,6 +12,7 @@ from collections.abc import Callable
 from core.barcodes import is_gtin
 from core.track import track1, track2
 from drivers import barcode, magstripe, pinpad, pricechecker
+from drivers.transport import DeviceURL
 
 from .ports import SimulatedPort
 
@@ -179,8 +180,6 @@ class PriceCheckerSimulator:
 
 
 def _query(port: SimulatedPort) -> dict[str, str]:
-    from drivers.transport import DeviceURL
-
     return dict(DeviceURL.parse(port.url).options)
 
 
