@@ -22,6 +22,7 @@ from central.db import upgrade
 from central.logs import AccessLogger, setup_logging
 from central.services import audit
 from central.services.catalogue import CatalogueRejected, CatalogueService
+from central.services.customers import CustomerService, CustomersRejected
 from core import DomainError
 from edge.cli import add_edge_commands, run_edge
 from simulators.cli import add_sim_commands, run_sim
@@ -125,6 +126,14 @@ async def catalogue_import(config: CentralConfig, path: Path, mode: str = "upser
             source=path.name, progress=_progress_of("products written"))
 
 
+async def customers_import(config: CentralConfig, path: Path, partial: bool = False) -> dict:
+    """Import customers from an earlier system's CSV as the CLI user; CustomersRejected if nothing was imported."""
+    async with Central.session(config) as central:
+        return await CustomerService(central.db).import_csv(
+            path.read_text(encoding="utf-8-sig"), actor="cli", partial=partial, source=path.name,
+            progress=_progress_of("customers written"))
+
+
 def _print_catalogue_lines(lines: list[dict]) -> None:
     for line in lines:
         column = f" {line['column']}" if line["column"] else ""
@@ -189,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="replace: withdraw the products the file does not name")
     p.add_argument("--partial", action="store_true", help="import the valid lines even if others are invalid")
     p.add_argument("--currency", help="currency of lines that name none")
+    p = csub.add_parser("customers", help="customer profiles")
+    p = p.add_subparsers(dest="customers_command", required=True).add_parser(
+        "import", help="import customers from an earlier system's CSV (see docs/customers.md)")
+    common(p)
+    p.add_argument("file", type=Path)
+    p.add_argument("--partial", action="store_true", help="import the valid lines even if others are invalid")
     p = common(csub.add_parser("store-secret", help="issue a new sync secret for a store's edge node (printed once)"))
     p.add_argument("--store", required=True)
 
@@ -226,6 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(bulk_load(config, args.file))
         print(f"bulk load {result['id']}: {result['lines']} lines, {result['credited']} credited, "
               f"{result['duplicate']} already loaded, {result['failed']} failed; results: {result['result_file']}")
+    elif args.command == "customers":
+        setup_logging(config.log_level)
+        upgrade(config.database_url)
+        try:
+            result = asyncio.run(customers_import(config, args.file, args.partial))
+        except CustomersRejected as exc:
+            print(f"customers not imported: {exc.message}")
+            _print_catalogue_lines([{"column": line.get("field"), **line} for line in exc.lines])
+            return 2
+        print(f"customers from {args.file.name}: {result['rows']} lines, {result['imported']} imported, "
+              f"{result['invalid_lines']} invalid, {result['cards_bound']} cards bound")
+        _print_catalogue_lines([{"column": line.get("field"), **line} for line in result["lines"]])
     elif args.command == "catalogue":
         setup_logging(config.log_level)
         upgrade(config.database_url)

@@ -192,6 +192,8 @@ cards = sa.Table(
     # right one or staff reset; at the limit debits are refused until staff set the PIN again.
     sa.Column("pin_hash", sa.Text),
     sa.Column("pin_failures", sa.Integer, nullable=False, server_default="0"),
+    # The loyalty customer the card belongs to; None: an anonymous card (e.g. pre-issued, not yet bound).
+    sa.Column("customer_id", sa.ForeignKey("customers.id"), index=True),
 )
 
 accounts = sa.Table(
@@ -416,4 +418,72 @@ catalogue_state = sa.Table(
     "catalogue_state", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+
+# -- customers ----------------------------------------------------------------------------------
+
+_ACTIVE_CUSTOMER = sa.text("active")
+
+# Loyalty customers. Phone (E.164) and e-mail (email_key: the address in lower case) are unique among
+# active customers (partial unique indexes), and indexed for searches over all customers too; name_key
+# ("last first", lower case) is what name searches match.
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("external_id", sa.String(64), unique=True),  # the id in the system it was imported from
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("last_name", sa.String(100)),
+    sa.Column("name_key", sa.String(201), nullable=False),
+    sa.Column("gender", sa.String(12), nullable=False),
+    sa.Column("birth_date", sa.Date),
+    sa.Column("address_lines", sa.JSON, nullable=False),
+    sa.Column("postcode", sa.String(16)),
+    sa.Column("city", sa.String(100)),
+    sa.Column("country", sa.String(2)),  # ISO 3166-1 alpha-2
+    sa.Column("phone", sa.String(16), index=True),
+    sa.Column("email", sa.String(254)),
+    sa.Column("email_key", sa.String(254), index=True),
+    sa.Column("social", sa.JSON, nullable=False),  # network -> id
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("channel", sa.String(8), nullable=False),  # registered by: staff | web | till | import
+    sa.Column("store_id", sa.ForeignKey("stores.id")),  # the store that registered them (at a till)
+    _created(),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("uq_customers_phone_active", "phone", unique=True, sqlite_where=_ACTIVE_CUSTOMER,
+             postgresql_where=_ACTIVE_CUSTOMER),
+    sa.Index("uq_customers_email_key_active", "email_key", unique=True, sqlite_where=_ACTIVE_CUSTOMER,
+             postgresql_where=_ACTIVE_CUSTOMER),
+)
+
+# The customer groups (codes) each customer is in.
+customer_groups = sa.Table(
+    "customer_groups", metadata,
+    sa.Column("customer_id", sa.ForeignKey("customers.id"), primary_key=True),
+    sa.Column("code", sa.String(32), primary_key=True, index=True),
+)
+
+# Consents to mail, SMS and e-mail, append-only: each change is a row; a channel's current consent is
+# the one given last (at), of equal times the one recorded last (id).
+customer_consents = sa.Table(
+    "customer_consents", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False),
+    sa.Column("channel", sa.String(8), nullable=False),  # mail | sms | email
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(8), nullable=False),  # till | web | staff | import
+    sa.Column("at", UTCDateTime, nullable=False),  # when the customer gave it
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),  # who recorded it (staff user, till, web client, import)
+    sa.Index("ix_customer_consents_customer", "customer_id", "id"),
+)
+
+# Customer creations by client request id: a repeat returns the first result, another payload is refused.
+customer_requests = sa.Table(
+    "customer_requests", metadata,
+    sa.Column("request_id", sa.Uuid, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.BigInteger),
+    sa.Column("result", sa.JSON),
+    _created(),
 )

@@ -261,3 +261,16 @@ def test_cli_bulk_load_writes_a_result_file(tmp_path: Path):
     assert "1 lines, 0 credited, 0 already loaded, 1 failed" in out
     result = (tmp_path / "welfare.result.csv").read_text().splitlines()
     assert result[1].split(",")[4:6] == ["failed", "unknown_card"]
+
+
+def test_cli_imports_customers_with_a_line_report(tmp_path: Path):
+    env = server_env(tmp_path, f"sqlite:///{tmp_path}/central.db")
+    upload = tmp_path / "customers.csv"
+    upload.write_text("external_id,first_name,last_name,phone,email,consent_email,consent_email_date\n"
+                      "C-1,Anna,Smith,+44 7700 900123,anna@example.com,1,2019-05-01\n"
+                      "C-2,Bob,Jones,123,,0,\n")
+    refused = subprocess.run([*CLI, "central", "customers", "import", str(upload)], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "line 3 phone: invalid_phone" in refused.stdout
+    out = run_cli("central", "customers", "import", "--partial", str(upload), env=env)
+    assert "2 lines, 1 imported, 1 invalid" in out
