@@ -15,7 +15,7 @@ from ..services import CardQuery, NotFound, Origin, TransactionQuery, create_pro
 from ..services.programmes import programme_dict
 from ..services.reports import liability_csv, reconciliation, turnover_csv
 from . import schemas as s
-from .routing import CSV, BadRequest, Call, route
+from .routing import CSV, Call, csv_upload, route
 
 log = logging.getLogger("tessera.admin")
 ADMIN = ("admin",)
@@ -307,12 +307,7 @@ async def hold_resolve(call: Call):
 @route("POST", "/api/v1/admin/bulk-loads", summary="Credit cards from a CSV (reference,card_number,amount[,currency])",
        tag="cards", auth="staff", roles=OPERATE, consumes=CSV)
 async def bulk_load(call: Call):
-    raw = await call.request.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("CSV must be UTF-8", code="invalid_csv") from None
-    name = call.request.headers.get("X-Filename", "upload.csv")[:200]
+    text, name = await csv_upload(call.request)
     result = await call.central.bulk.load(
         text, name, call.staff.username,
         progress=lambda done, total: log.info("bulk load progress file=%s lines=%d of=%d", name, done, total))

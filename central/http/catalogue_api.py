@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..services.catalogue import CatalogueRejected, CatalogueService
 from .admin import OPERATE, READ
-from .routing import CSV, BadRequest, Call, error_response, route
+from .routing import CSV, Call, csv_upload, error_response, route
 
 
 class CatalogueImportQuery(BaseModel):
@@ -38,12 +38,7 @@ def _service(call: Call) -> CatalogueService:
        responses={200: "imported: counts, the new catalogue version and (partial) the refused lines",
                   422: "invalid_catalogue: nothing imported; error.lines lists line, column, code and message"})
 async def import_catalogue(call: Call):
-    raw = await call.request.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("CSV must be UTF-8", code="invalid_csv") from None
-    source = call.request.headers.get("X-Filename", "upload.csv")[:200]
+    text, source = await csv_upload(call.request)
     q = call.query
     try:
         return await _service(call).import_csv(text, actor=call.staff.username, mode=q.mode, partial=q.partial,

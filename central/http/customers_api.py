@@ -21,7 +21,7 @@ from core.loyalty.customers import PROFILE_FIELDS, CardAlreadyBound, DuplicateCu
 from ..services import Origin, audit
 from ..services.customers import ConsentAnswer, CustomerQuery, CustomerService, CustomersRejected
 from .admin import OPERATE, READ
-from .routing import CSV, BadRequest, Call, error_response, route
+from .routing import CSV, Call, csv_upload, error_response, route
 
 Text = Annotated[str, Field(max_length=100)]
 CardNumber = Annotated[str, Field(pattern=r"^\d{8,19}$", description="the card number, digits only")]
@@ -258,12 +258,7 @@ async def customers_card_unbind(call: Call):
        responses={200: "imported: counts and (partial) the refused lines",
                   422: "invalid_customer_file: nothing imported; error.lines lists line, field, code and message"})
 async def customers_import(call: Call):
-    raw = await call.request.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("CSV must be UTF-8", code="invalid_csv") from None
-    source = call.request.headers.get("X-Filename", "upload.csv")[:200]
+    text, source = await csv_upload(call.request)
     return await _answer(call, _service(call).import_csv(text, actor=call.staff.username, partial=call.query.partial,
                                                          source=source, remote=call.remote), "customer_import")
 

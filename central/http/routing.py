@@ -21,7 +21,7 @@ from core import DomainError, IdempotencyConflict, IllegalTransition
 from ..keys import CENTRAL
 from ..services import AuthError, EcodeLocked, EcodeRejected, Forbidden, NotFound, Staff, Terminal, audit
 
-__all__ = ["BadRequest", "RouteSpec", "route", "ROUTES", "Call", "error_response", "error_middleware",
+__all__ = ["BadRequest", "RouteSpec", "route", "ROUTES", "Call", "csv_upload", "error_response", "error_middleware",
            "error_middleware_for", "add_routes"]
 
 log = logging.getLogger("tessera.http")
@@ -170,6 +170,16 @@ async def _authenticate(request: web.Request, spec: RouteSpec) -> Staff | Termin
     if terminal.kind != spec.auth:
         raise Forbidden(f"a {terminal.kind} terminal may not call this operation")
     return terminal
+
+
+async def csv_upload(request: web.Request) -> tuple[str, str]:
+    """An uploaded CSV file's text (UTF-8, with or without a BOM) and its name (``X-Filename``)."""
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("CSV must be UTF-8", code="invalid_csv") from None
+    return text, request.headers.get("X-Filename", "upload.csv")[:200]
 
 
 async def _json_body(request: web.Request) -> Any:
