@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sync_ingest.py
 	$(BIN)/python bench/edge_latency.py
 	$(BIN)/python bench/swipe_latency.py
+	$(BIN)/python bench/earning_eval.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
