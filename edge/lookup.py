@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from central.http.schemas import BalanceBody
 from core import InvalidInput
 from core.barcodes import product_key
 from drivers import barcode
@@ -25,8 +25,8 @@ class CodeLookup:
         self._authorization = f"Bearer {kiosk_till_token}" if kiosk_till_token else ""
 
     async def __call__(self, code: str) -> dict[str, Any]:
-        configuration = await self.node.refresh_configuration()
-        kind = barcode.classify(BarcodeScanned(code.strip()), configuration.templates)
+        # The programmes as last loaded (at start and after every sync), as the card readers see them.
+        kind = barcode.classify(BarcodeScanned(code.strip()), self.node.configuration.templates)
         if isinstance(kind, barcode.CardCode):
             return await self.card(kind.number)
         if isinstance(kind, barcode.ProductCode):
@@ -40,9 +40,8 @@ class CodeLookup:
 
     async def card(self, number: str) -> dict[str, Any]:
         if self._authorization:
-            body = _Balance(number)
-            status, data = await self.node.balance(body, json.dumps({"card_number": number}).encode(),
-                                                   self._authorization)
+            body = BalanceBody(card_number=number)
+            status, data = await self.node.balance(body, body.model_dump_json().encode(), self._authorization)
             if status != 200:
                 data = await self.node.local_balance(number)
         else:
@@ -60,9 +59,3 @@ class CodeLookup:
             return {"kind": "unknown", "reason": "product not in the catalogue"}
         return {"kind": "product", **row}
 
-
-class _Balance:
-    __slots__ = ("card_number",)
-
-    def __init__(self, card_number: str) -> None:
-        self.card_number = card_number
