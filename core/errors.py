@@ -73,4 +73,7 @@ class DeclineCode(StrEnum):
     UNKNOWN_OFFLINE = "card_unknown_offline"  # central is unreachable and the store has never seen it
     PIN_REQUIRED = "pin_required"  # the programme needs the card's PIN (none sent, or none set for the card)
     PIN_INCORRECT = "pin_incorrect"
+    INSUFFICIENT_POINTS = "insufficient_points"  # fewer available points than the redemption asks
+    REDEMPTION_NOT_ALLOWED = "redemption_not_allowed"  # the card's tier does not redeem (or nothing to redeem)
+    NOT_LOYALTY = "not_a_loyalty_card"  # points, tiers and receipts need a loyalty programme's card
     PIN_TRIES_EXCEEDED = "pin_tries_exceeded"  # too many wrong PINs in a row: staff must reset the PIN

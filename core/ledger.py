@@ -13,6 +13,7 @@ __all__ = [
     "OperationKind",
     "EntryKind",
     "CANCELS",
+    "REVERSALS",
     "Entry",
     "fingerprint",
     "balances",
@@ -42,6 +43,20 @@ class OperationKind(StrEnum):
     UNBLOCK = "unblock"
     CARD_EXPIRY = "card_expiry"
     STORE_ISSUE = "store_issue"  # a store issued a card from its number block
+    # loyalty
+    RECEIPT = "receipt"  # a purchase registered on a card: it earns points
+    RECEIPT_RETURN = "receipt_return"  # goods of a receipt brought back: their points are taken back
+    POINTS_REDEEM = "points_redeem"  # points spent as a discount on a receipt
+    POINTS_REDEEM_REVERSAL = "points_redeem_reversal"  # the till takes a redemption back: points return
+    REWARD = "reward"  # points spent on a reward from the catalogue
+    POINTS_BONUS = "points_bonus"  # registration, first purchase, birthday
+    POINTS_ADJUST = "points_adjust"  # staff credit or debit with a reason
+    POINTS_EXPIRY = "points_expiry"
+    POINTS_CONVERT = "points_convert"  # between a card's points and its e-money
+    VOUCHER_ISSUE = "voucher_issue"
+    VOUCHER_REDEEM = "voucher_redeem"
+    VOUCHER_REDEEM_REVERSAL = "voucher_redeem_reversal"  # the till takes a voucher use back
+    VOUCHER_REVOKE = "voucher_revoke"  # head office withdraws a voucher
 
 
 # A cancellation names the operation it compensates; this is which kind it may name.
@@ -50,6 +65,13 @@ CANCELS: dict[OperationKind, OperationKind] = {
     OperationKind.PAYMENT_CANCEL: OperationKind.PAYMENT,
     OperationKind.TOPUP_CANCEL: OperationKind.TOPUP,
     OperationKind.REFUND_CANCEL: OperationKind.REFUND,
+}
+
+# Loyalty's reversals likewise name the operation they take back (kept apart from the stored-value
+# cancellations, whose rules differ).
+REVERSALS: dict[OperationKind, OperationKind] = {
+    OperationKind.POINTS_REDEEM_REVERSAL: OperationKind.POINTS_REDEEM,
+    OperationKind.VOUCHER_REDEEM_REVERSAL: OperationKind.VOUCHER_REDEEM,
 }
 
 
@@ -70,6 +92,17 @@ class EntryKind(StrEnum):
     TRANSFER_OUT = "transfer_out"  # balance moved to a replacement card
     TRANSFER_IN = "transfer_in"
     LOAD = "load"  # bulk credit (e.g. employee-welfare transfers)
+    # points accounts (core.loyalty.points.MovementKind, one entry per lot touched)
+    EARN = "earn"
+    DEBT_REPAYMENT = "debt_repayment"
+    SPEND = "spend"
+    SPEND_CANCEL = "spend_cancel"  # a cancelled redemption gives its points back (a new lot)
+    EXPIRY = "expiry"
+    CLAWBACK = "clawback"
+    CLAWBACK_DEBT = "clawback_debt"
+    BONUS = "bonus"
+    ADJUSTMENT = "adjustment"
+    CONVERSION = "conversion"  # points to or from e-money (the e-money side is a LOAD or PAYMENT-like line)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
 metadata = sa.MetaData(
@@ -485,5 +486,174 @@ customer_requests = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("customer_id", sa.BigInteger),
     sa.Column("result", sa.JSON),
+    _created(),
+)
+
+
+# -- loyalty ------------------------------------------------------------------------------------
+
+_JSONB = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+# Versioned loyalty rules, append-only: every change is a new row with the next chain-wide version
+# (stores pull the rows after theirs). kind "scheme": one version of an earning scheme (revision =
+# the scheme's version); "plan": a loyalty programme's plan (code = the programme's code: combination
+# mode, points lifetime, tiers, redemption, discount levels, e-money rates); "segment": a segment's
+# rule. ``retired`` rows withdraw the code from then on.
+loyalty_rules = sa.Table(
+    "loyalty_rules", metadata,
+    sa.Column("version", Id, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    _created(),
+    sa.UniqueConstraint("kind", "code", "revision", name="uq_loyalty_rules_kind_code_revision"),
+)
+
+# A card's loyalty state beside its accounts: its tier (and since when), its discount level, the points
+# it owes (returns taken back beyond its lots), the master card whose e-money it spends, and the time
+# of its first purchase (for the first-purchase bonus).
+loyalty_cards = sa.Table(
+    "loyalty_cards", metadata,
+    sa.Column("card_id", sa.ForeignKey("cards.id"), primary_key=True),
+    sa.Column("tier", sa.String(32)),
+    sa.Column("tier_since", UTCDateTime),
+    sa.Column("discount_bps", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("points_debt", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("master_card_id", sa.BigInteger, index=True),
+    sa.Column("first_purchase_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False, default=now),
+    sa.CheckConstraint("points_debt >= 0", name="debt_not_negative"),
+)
+
+# The live lots of each card's points (core.loyalty.points.Lot): what is left of them. A lot used up or
+# expired is deleted; the ledger entries keep the history.
+points_lots = sa.Table(
+    "points_lots", metadata,
+    sa.Column("id", sa.String(48), primary_key=True),
+    sa.Column("card_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("operation_id", sa.Uuid, nullable=False),
+    sa.Column("receipt_id", sa.Uuid),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("earned", sa.BigInteger, nullable=False),
+    sa.Column("earned_at", UTCDateTime, nullable=False),
+    sa.Column("available_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, index=True),
+    sa.CheckConstraint("points > 0 AND points <= earned", name="points_left"),
+)
+
+# Receipts registered on cards (a return has a negative total and names its sale). ``at`` is the
+# instant; ``local_date`` the store's business date and ``utc_offset`` (minutes) its offset then.
+receipts = sa.Table(
+    "receipts", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),  # the client's transaction id
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("customer_id", sa.BigInteger),
+    sa.Column("store_id", sa.BigInteger),
+    sa.Column("terminal_id", sa.BigInteger),
+    sa.Column("kind", sa.String(8), nullable=False),  # sale | return
+    sa.Column("original_id", sa.Uuid, index=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("local_date", sa.Date, nullable=False),
+    sa.Column("utc_offset", sa.SmallInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("lines", sa.JSON, nullable=False),
+    sa.Column("items", _JSONB, nullable=False),
+    sa.Column("item_groups", _JSONB, nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("awards", sa.JSON, nullable=False),
+    sa.Column("channel", sa.String(8), nullable=False),  # till | store (synced) | admin (added later)
+    _created(),
+    sa.Index("ix_receipts_card_at", "card_id", "at"),
+    sa.Index("ix_receipts_local_date", "local_date"),
+)
+
+# Every tier change of every card, as the tier job, a batch or staff made it.
+tier_changes = sa.Table(
+    "tier_changes", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("from_tier", sa.String(32)),
+    sa.Column("to_tier", sa.String(32), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.String(24), nullable=False),
+    sa.Column("qualifying", sa.BigInteger, nullable=False),
+    sa.Column("review", UTCDateTime),
+    sa.Column("source", sa.String(32), nullable=False),  # job | batch | staff
+    _created(),
+    sa.UniqueConstraint("card_id", "at", "to_tier", name="uq_tier_changes_card_at_tier"),
+    sa.Index("ix_tier_changes_card", "card_id", "id"),
+)
+
+# Segment membership as the last run of each segment computed it, and the chain-wide feed of its changes
+# (stores pull it to answer "which segments is this card in" offline).
+segment_members = sa.Table(
+    "segment_members", metadata,
+    sa.Column("segment", sa.String(32), primary_key=True),
+    sa.Column("card_id", sa.BigInteger, primary_key=True),
+    sa.Column("since", UTCDateTime, nullable=False),
+    sa.Index("ix_segment_members_card", "card_id"),
+)
+
+segment_changes = sa.Table(
+    "segment_changes", metadata,
+    sa.Column("version", Id, primary_key=True, autoincrement=True),
+    sa.Column("segment", sa.String(32), nullable=False),
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("number", sa.String(19), nullable=False),
+    sa.Column("member", sa.Boolean, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+segment_runs = sa.Table(
+    "segment_runs", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("segment", sa.String(32), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("trigger", sa.String(8), nullable=False),  # schedule | demand
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("members", sa.BigInteger),
+    sa.Column("added", sa.BigInteger),
+    sa.Column("removed", sa.BigInteger),
+    sa.Index("ix_segment_runs_segment", "segment", "id"),
+)
+
+# E-vouchers: the printed code is kept only as a keyed hash (and its last characters, to tell vouchers
+# apart); value is minor units or, for percent vouchers, basis points.
+vouchers = sa.Table(
+    "vouchers", metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("code_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(8), nullable=False),
+    sa.Column("request_id", sa.Uuid, unique=True),  # the issuing client's id: a repeat returns the first
+    sa.Column("kind", sa.String(8), nullable=False),  # value | percent
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("max_uses", sa.Integer, nullable=False),
+    sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("valid_from", UTCDateTime),
+    sa.Column("valid_to", UTCDateTime),
+    sa.Column("min_basket", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("card_id", sa.BigInteger, index=True),
+    sa.Column("customer_id", sa.BigInteger, index=True),
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("issued_by", sa.String(64), nullable=False),
+    _created(),
+    sa.Column("cancelled_at", UTCDateTime),
+)
+
+# Rewards customers may take for points.
+rewards = sa.Table(
+    "rewards", metadata,
+    sa.Column("code", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("stock", sa.BigInteger),  # None: unlimited
     _created(),
 )
