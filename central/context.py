@@ -20,6 +20,8 @@ from .services import (
     WebService,
 )
 from .services.batching import GroupCommit
+from .services.loyalty import LoyaltyService
+from .services.loyalty_rules import RulesService
 from .services.sync import SyncService
 
 __all__ = ["Central"]
@@ -39,6 +41,8 @@ class Central:
     web: WebService
     group: GroupCommit
     sync: SyncService
+    rules: RulesService
+    loyalty: LoyaltyService
 
     @classmethod
     def open(cls, config: CentralConfig) -> Central:
@@ -47,6 +51,7 @@ class Central:
         till = TillService(ledger)
         cards = CardService(ledger)
         pepper = config.ecode_pepper()
+        rules = RulesService(db)
         return cls(
             config=config, db=db, ledger=ledger, till=till,
             admin=AdminService(db, config.staff_token_hours), cards=cards,
@@ -57,6 +62,8 @@ class Central:
                               max_in_flight=config.group_commit_in_flight),
             sync=SyncService(db, ledger, config.sync_secret_key(), block_size=config.number_block_size,
                              page=config.sync_page),
+            rules=rules,
+            loyalty=LoyaltyService(db, ledger, rules),
         )
 
     async def close(self) -> None:

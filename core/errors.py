@@ -76,4 +76,6 @@ class DeclineCode(StrEnum):
     INSUFFICIENT_POINTS = "insufficient_points"  # fewer available points than the redemption asks
     REDEMPTION_NOT_ALLOWED = "redemption_not_allowed"  # the card's tier does not redeem (or nothing to redeem)
     NOT_LOYALTY = "not_a_loyalty_card"  # points, tiers and receipts need a loyalty programme's card
+    RETURN_EXCEEDS_RECEIPT = "return_exceeds_receipt"  # more goods brought back than the receipt had
+    REWARD_OUT_OF_STOCK = "reward_out_of_stock"
     PIN_TRIES_EXCEEDED = "pin_tries_exceeded"  # too many wrong PINs in a row: staff must reset the PIN

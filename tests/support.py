@@ -26,6 +26,10 @@ FLEX = {"code": "FLEX", "name": "Flex Card", "currency": "EUR", "number_prefix":
         "hold_ttl_seconds": 60, "hold_expiry_policy": "clarify"}
 
 
+# Till requests that only read: they take no txn_id.
+INQUIRIES = {"balance", "points", "segments", "discount-level", "tier"}
+
+
 def txn() -> str:
     return str(uuid.uuid4())
 
@@ -90,7 +94,7 @@ class World:
         return data
 
     async def till(self, op: str, store: str = "S1", expect: int = 200, **body) -> dict[str, Any]:
-        if op != "balance":
+        if op not in INQUIRIES:
             body.setdefault("txn_id", txn())
         resp = await self.client.post(f"/api/v1/till/{op}", json=body, headers=self.tills[store])
         data = await resp.json()

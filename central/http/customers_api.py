@@ -133,7 +133,7 @@ _REGISTERED = {200: "the customer (a repeat of request_id: the first result, wit
 
 
 def _service(call: Call) -> CustomerService:
-    return CustomerService(call.central.db)
+    return CustomerService(call.central.db, on_bound=call.central.loyalty.on_card_bound)
 
 
 def _customer_id(call: Call) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -204,9 +204,13 @@ async def current_consents_of(conn: AsyncConnection, customer_ids: Sequence[int]
 
 
 class CustomerService:
-    def __init__(self, db: Database, *, progress_every: int = 10_000) -> None:
+    def __init__(self, db: Database, *, progress_every: int = 10_000,
+                 on_bound: Callable[[AsyncConnection, int], Awaitable[None]] | None = None) -> None:
         self.db = db
         self.progress_every = progress_every
+        # Called in the binding's transaction when a card is first bound at a till, on the web or by staff
+        # (the registration bonus); imports bring customers registered elsewhere before, and earn none.
+        self.on_bound = on_bound
 
     @property
     def _dialect(self) -> str:
@@ -452,6 +456,8 @@ class CustomerService:
         if card.state in _UNBINDABLE:
             raise IllegalTransition(f"a card that is {card.state} cannot be bound to a customer")
         await conn.execute(sa.update(cards).where(cards.c.id == card.id).values(customer_id=customer_id))
+        if self.on_bound is not None:
+            await self.on_bound(conn, card.id)
         return True
 
     async def bind_card(self, customer_id: int, number: str, origin: Origin, *,
