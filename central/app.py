@@ -53,6 +53,20 @@ def create_app(config: CentralConfig, *, migrate: bool = True) -> web.Applicatio
                           id="expire-holds", max_instances=1, coalesce=True)
         scheduler.add_job(central.cards.expire_cards, "interval", seconds=config.card_expiry_sweep_seconds,
                           id="expire-cards", max_instances=1, coalesce=True)
+        scheduler.add_job(central.vouchers.expire_due, "interval", seconds=config.voucher_expiry_sweep_seconds,
+                          id="expire-vouchers", max_instances=1, coalesce=True)
+        if config.tier_job_seconds > 0:  # reviews lock each card's row; a repeat changes nothing
+            scheduler.add_job(central.tiers.run_scheduled, "interval", seconds=config.tier_job_seconds,
+                              id="tiers", max_instances=1, coalesce=True)
+        if config.points_expiry_seconds > 0:  # each card's expired lots go in one operation, exactly once
+            scheduler.add_job(central.loyalty.expire_points, "interval", seconds=config.points_expiry_seconds,
+                              id="points-expiry", max_instances=1, coalesce=True)
+        if config.birthday_job_seconds > 0:
+            scheduler.add_job(central.loyalty.birthday_bonuses, "interval", seconds=config.birthday_job_seconds,
+                              id="birthday-bonuses", max_instances=1, coalesce=True)
+        if config.discount_job_seconds > 0:
+            scheduler.add_job(central.tiers.refresh_scheduled, "interval", seconds=config.discount_job_seconds,
+                              id="discount-levels", max_instances=1, coalesce=True)
         scheduler.start()
         app[SCHEDULER] = scheduler
         yield

@@ -33,6 +33,11 @@ class CentralConfig:
     ecode_lockout_seconds: int = 900
     hold_sweep_seconds: float = 5.0
     card_expiry_sweep_seconds: float = 3600.0
+    voucher_expiry_sweep_seconds: float = 3600.0  # vouchers past valid_to marked expired (refused before anyway)
+    tier_job_seconds: float = 86400.0  # tier reviews of every card (0: never; run them as a batch)
+    discount_job_seconds: float = 86400.0  # discount levels recomputed (0: never; tills ask live)
+    points_expiry_seconds: float = 3600.0  # expired points lots removed (0: never; run it on demand)
+    birthday_job_seconds: float = 3600.0  # birthday bonuses credited (once per card and year, however often)
     scheduler: bool = True
     log_level: str = "INFO"
     # Key store sync secrets are derived from, hex. Empty: read (or create once) data_dir/sync.key.

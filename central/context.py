@@ -23,6 +23,8 @@ from .services.batching import GroupCommit
 from .services.loyalty import LoyaltyService
 from .services.loyalty_rules import RulesService
 from .services.sync import SyncService
+from .services.tiers import TierService
+from .services.vouchers import VoucherService
 
 __all__ = ["Central"]
 
@@ -41,11 +43,20 @@ class Central:
     web: WebService
     group: GroupCommit
     sync: SyncService
+    vouchers: VoucherService
     rules: RulesService
     loyalty: LoyaltyService
+    tiers: TierService
 
     @classmethod
     def open(cls, config: CentralConfig) -> Central:
+        central = cls._build(config)
+        central.sync.loyalty = central.loyalty
+        central.loyalty.after_receipt.append(central.tiers.review_card)  # immediate upgrades
+        return central
+
+    @classmethod
+    def _build(cls, config: CentralConfig) -> Central:
         db = Database(config.database_url, pool_size=config.db_pool_size)
         ledger = Ledger(db, ProgrammeCache())
         till = TillService(ledger)
@@ -62,8 +73,10 @@ class Central:
                               max_in_flight=config.group_commit_in_flight),
             sync=SyncService(db, ledger, config.sync_secret_key(), block_size=config.number_block_size,
                              page=config.sync_page),
+            vouchers=VoucherService(db, ledger, pepper),
             rules=rules,
             loyalty=LoyaltyService(db, ledger, rules),
+            tiers=TierService(db, rules),
         )
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from central.http import loyalty_api as la
 from central.http import schemas as s
 from central.http.routing import error_middleware_for
 from core import IdempotencyConflict, InvalidInput, OperationKind
@@ -48,6 +49,21 @@ TILL_ROUTES: dict[str, tuple[OperationKind, type[BaseModel], str]] = {
     "confirm": (K.CONFIRM, s.ConfirmBody, "Confirm (capture) an authorization"),
     "void": (K.VOID, s.VoidBody, "Void an authorization (releases the hold)"),
     "issue": (K.STORE_ISSUE, IssueBody, "Issue a new card from the store's number block (always recorded locally)"),
+    "receipts": (K.RECEIPT, la.ReceiptBody, "Register a receipt on a loyalty card: it earns points (offline too)"),
+    "receipts/return": (K.RECEIPT_RETURN, la.ReturnBody,
+                        "Goods of a receipt brought back: their points are taken back (offline: by central later)"),
+    "points/redeem": (K.POINTS_REDEEM, la.RedeemBody,
+                      "Points become a discount on this receipt (offline within the programme's limits)"),
+    "points/redeem/reverse": (K.POINTS_REDEEM_REVERSAL, la.ReverseBody, "Take a redemption back (online only)"),
+    "rewards/redeem": (K.REWARD, la.RewardRedeemBody, "Spend points on a reward (online only)"),
+}
+
+# Loyalty questions the POS asks: central's answer when it gives one, else the store's own.
+INQUIRIES: dict[str, str] = {
+    "points": "A loyalty card's points, tier and discount level",
+    "segments": "Which segments a card is in (offline: as central last shipped them)",
+    "discount-level": "A card's discount level (offline: as central last shipped it)",
+    "tier": "A card's tier (offline: as central last shipped it)",
 }
 
 
@@ -121,6 +137,26 @@ async def till_balance(request: web.Request) -> web.Response:
     body = s.BalanceBody.model_validate_json(raw or b"null")
     status, result = await node.balance(body, raw, authorization)
     return web.json_response(result, status=status)
+
+
+def _till_inquiry(what: str):
+    async def handle(request: web.Request) -> web.Response:
+        node = request.app[NODE]
+        authorization = request.headers.get("Authorization", "")
+        await node.till_for(authorization)
+        raw = await request.read()
+        body = la.CardBody.model_validate_json(raw or b"null")
+        if not node.central_down:
+            answer = await node._forward(f"/api/v1/till/{what}", raw, authorization)
+            if answer is not None:
+                status, data = answer
+                if status == 200 and isinstance(data, dict):
+                    data.setdefault("decision", "online")
+                return web.json_response(data, status=status)
+        return web.json_response(await node.local_loyalty(body.card_number, what))
+
+    handle.__name__ = f"till_{what.replace('-', '_')}"
+    return handle
 
 
 async def till_devices(request: web.Request) -> web.Response:
@@ -205,6 +241,7 @@ def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     routes = [(p, kind.value, model, summary) for p, (kind, model, summary) in TILL_ROUTES.items()]
     routes.append(("balance", "balance", s.BalanceBody, "Balance inquiry"))
+    routes += [(what, what.replace("-", "_"), la.CardBody, summary) for what, summary in INQUIRIES.items()]
     for path, name, model, summary in routes:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
@@ -274,6 +311,8 @@ def add_routes(app: web.Application) -> None:
     for path, (kind, model, _) in TILL_ROUTES.items():
         app.router.add_post(f"/api/v1/till/{path}", _till_handler(path, kind, model), name=f"till_{kind.value}")
     app.router.add_post("/api/v1/till/balance", till_balance, name="till_balance")
+    for what in INQUIRIES:
+        app.router.add_post(f"/api/v1/till/{what}", _till_inquiry(what), name=f"till_{what.replace('-', '_')}")
     app.router.add_get("/api/v1/till/devices", till_devices, name="till_devices")
     app.router.add_get("/api/v1/till/events", till_events, name="till_events")
     app.router.add_post("/api/v1/till/pinpad/display", pad_display, name="pad_display")

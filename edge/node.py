@@ -48,7 +48,7 @@ from core.authorization import decline
 from core.secrets import hash_token
 from sync import DEBIT_KINDS, OutboxEntry, ProgrammeSpec
 
-from . import local
+from . import local, loyalty
 from .config import EdgeConfig
 from .db import EdgeDatabase
 from .db.tables import cards, deny_list, holds, journal, number_blocks, outbox, sync_state
@@ -127,6 +127,7 @@ class EdgeNode:
         self._down_reason: str | None = None
         self.configuration = local.Configuration()
         self.recovered_at = 0.0  # when a till request last found central back after an outage
+        self.loyalty_rules = loyalty.RulesCache()
 
     async def start(self) -> None:
         async with self.db.begin() as conn:
@@ -265,6 +266,9 @@ class EdgeNode:
                       held=int(data["balance"]) - int(data["available"]),
                       expires_on=local.parse_date(data.get("expires_on")), offline_amount=0, offline_count=0,
                       last_online_at=now)
+        points = data.get("points")
+        if isinstance(points, dict) and isinstance(points.get("available"), int):  # a loyalty answer
+            values.update(points=points["available"] - int(points.get("debt") or 0), tier=points.get("tier"))
         if await local.has_unacked(conn, number):
             # Decided offline meanwhile (central went down under a concurrent request): central's
             # figures miss that, so keep it on top and keep counting it against the limits.
@@ -347,7 +351,8 @@ class EdgeNode:
         entry = OutboxEntry(seq=ctx.state.next_seq, txn_id=op.txn_id, kind=e["kind"], card_number=number,
                             amount=e["amount"], currency=out.currency, till=op.till,
                             original_txn_id=e.get("original"), programme=e.get("programme"),
-                            deny_version=ctx.state.deny_version, decided_at=now, device_time=op.get("device_time"))
+                            deny_version=ctx.state.deny_version, decided_at=now, device_time=op.get("device_time"),
+                            loyalty=e.get("loyalty"))
         await conn.execute(_INSERT_OUTBOX, dict(
             seq=entry.seq, txn_id=str(op.txn_id), card=number, delta=e["delta"], debit=e["kind"] in DEBIT_KINDS,
             amount=e["amount"], entry=entry.model_dump(mode="json"), created_at=now))
@@ -617,6 +622,66 @@ class EdgeNode:
         return out
 
     # -- holds -------------------------------------------------------------------------------------
+
+    # -- loyalty (see edge.loyalty) -----------------------------------------------------------------
+
+    async def _loyalty_card(self, conn, ctx: _Context, number: str) -> tuple[Any, ProgrammeSpec | None]:
+        row = await self._card(conn, ctx, number)
+        spec = ctx.specs.get(row.programme) if row is not None else local.programme_for_number(ctx.specs, number)
+        return row, spec
+
+    async def _off_receipt(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        row, spec = await self._loyalty_card(conn, ctx, op.get("card_number"))
+        rules = await self.loyalty_rules.current(conn)
+        decision, values, extra, detail = loyalty.receipt_offline(rules, spec, row, op.body, self.config.store)
+        if not decision.approved:
+            return _Offline(decision, row, currency=spec.currency if spec else None)
+        extra["points"] = {"available": values.get("points", row.points if row is not None else None),
+                           "tier": row.tier if row is not None else None, "estimate": True}
+        return _Offline(decision, row, card_values=values, currency=spec.currency, extra=extra, entry={
+            "kind": K.RECEIPT, "amount": decision.amount, "delta": 0, "loyalty": detail})
+
+    async def _off_receipt_return(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        row, spec = await self._loyalty_card(conn, ctx, op.get("card_number"))
+        decision, extra, detail = loyalty.return_offline(spec, op.body)
+        if not decision.approved:
+            return _Offline(decision, row)
+        return _Offline(decision, row, currency=spec.currency, extra=extra, entry={
+            "kind": K.RECEIPT_RETURN, "amount": 0, "delta": 0, "original": op.get("original_txn_id"),
+            "loyalty": detail})
+
+    async def _off_points_redeem(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        row, spec = await self._loyalty_card(conn, ctx, op.get("card_number"))
+        rules = await self.loyalty_rules.current(conn)
+        budget = await ctx.budget(conn, spec.currency) if spec is not None else None
+        decision, values, extra, detail = await loyalty.redeem_offline(
+            conn, rules, spec, row, op.body, await ctx.denied(conn, op.get("card_number")), budget)
+        if not decision.approved:
+            return _Offline(decision, row, currency=spec.currency if spec else None)
+        return _Offline(decision, row, card_values=values, currency=spec.currency, extra=extra, entry={
+            "kind": K.POINTS_REDEEM, "amount": decision.amount, "delta": 0, "loyalty": detail})
+
+    async def _off_points_redeem_reversal(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "a redemption is taken back only while central answers"))
+
+    async def _off_reward(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "rewards are redeemed only while central answers"))
+
+    async def local_loyalty(self, number: str, what: str) -> dict[str, Any]:
+        """The store's own answer to a points, discount-level or segments question (central unreachable)."""
+        async with self.db.begin() as conn:
+            if what == "segments":
+                return await loyalty.segments_of(conn, number)
+            row = (await conn.execute(_CARD, {"number": number})).first()
+        if row is None:
+            return {"card": mask(number), "found": False, "decline_code": DeclineCode.UNKNOWN_OFFLINE.value,
+                    "decision": "offline"}
+        if what == "discount-level":
+            return {"card": mask(number), "bps": row.discount_bps or 0, "decision": "offline"}
+        if what == "tier":
+            return {"card": mask(number), "tier": row.tier, "decision": "offline"}
+        return {"card": mask(number), "found": True, "available": row.points, "tier": row.tier,
+                "discount_bps": row.discount_bps or 0, "decision": "offline", "estimate": True}
 
     async def expire_holds(self) -> int:
         """Release offline holds past their time, each exactly once (the update is conditional)."""

@@ -48,14 +48,17 @@ from .db.tables import (
     cards,
     deny_list,
     holds,
+    loyalty_rules,
     number_blocks,
     outbox,
     products,
     programmes,
+    segment_members,
     store_settings,
     sync_state,
     tills,
 )
+from .loyalty import unacked_points
 from .node import EdgeNode
 
 __all__ = ["SyncClient", "SyncError", "SyncReport"]
@@ -72,6 +75,11 @@ _KNOWN_CARDS = sa.select(cards.c.number).where(cards.c.number.in_(_NUMBERS))
 _UPDATE_CARD = sa.update(cards).where(cards.c.number == sa.bindparam("key"))
 _INSERT_CARD = sa.insert(cards)
 _CATALOGUE_VERSION = sa.select(sa.func.coalesce(sa.func.max(products.c.version), 0))
+_RULES_VERSION = sa.select(sa.func.coalesce(sa.func.max(loyalty_rules.c.version), 0))
+_INSERT_RULE = sqlite.insert(loyalty_rules).on_conflict_do_nothing(index_elements=[loyalty_rules.c.version])
+_JOIN_SEGMENT = sqlite.insert(segment_members).on_conflict_do_nothing()
+_LEAVE_SEGMENT = sa.delete(segment_members).where(segment_members.c.number == sa.bindparam("n"),
+                                                  segment_members.c.segment == sa.bindparam("s"))
 _insert_product = sqlite.insert(products)
 # A change older than the store's copy (a page delivered twice) is ignored.
 _UPSERT_PRODUCT = _insert_product.on_conflict_do_update(
@@ -277,9 +285,11 @@ class SyncClient:
                 watch = tuple((await conn.execute(sa.select(cards.c.number).where(cards.c.watch)
                                                   .limit(5000))).scalars())
                 catalogue_version = (await conn.execute(_CATALOGUE_VERSION)).scalar_one()
+                rules_version = (await conn.execute(_RULES_VERSION)).scalar_one()
             want = tuple(sorted(code for code in specs if needs_block(blocks, code, self.config.block_low_water)))
             cursor = Cursor(deny_version=state.deny_version, card_feed=state.card_feed, watch_feed=state.watch_feed,
-                            config_version=state.config_version, catalogue_version=catalogue_version)
+                            config_version=state.config_version, catalogue_version=catalogue_version,
+                            rules_version=rules_version, segment_version=state.segment_version)
             request = PullRequest(store=self.config.store, cursor=cursor,
                                   want_blocks=want if want != asked else (), watch=watch)
             response = await self._post(PULL, request, PullResponse)
@@ -323,6 +333,7 @@ class SyncClient:
                 budget_currency=r.store.budget_currency))
             await self._apply_cards(conn, r.cards, now)
             await self._apply_products(conn, r.products)
+            await self._apply_loyalty(conn, r)
             for block in r.blocks:
                 known = await conn.execute(sa.select(number_blocks.c.id).where(number_blocks.c.id == block.id))
                 if known.first() is None:
@@ -336,7 +347,8 @@ class SyncClient:
                 deny_version=max(state.deny_version, r.cursor.deny_version),
                 card_feed=max(state.card_feed, r.cursor.card_feed),
                 watch_feed=max(state.watch_feed, r.cursor.watch_feed),
-                config_version=r.cursor.config_version, last_pull_at=now)
+                config_version=r.cursor.config_version, last_pull_at=now,
+                segment_version=max(state.segment_version, r.cursor.segment_version))
             if epoch_changed:
                 values.update(epoch=r.store.epoch, acked_seq=r.store.acked_seq, quarantined=False)
             await conn.execute(sa.update(sync_state).where(sync_state.c.id == 1).values(**values))
@@ -364,13 +376,17 @@ class SyncClient:
             return
         numbers = {"numbers": [snap.number for snap in snapshots]}
         pending = dict((await conn.execute(_UNACKED_BY_CARD, numbers)).all())
+        redeemed = await unacked_points(conn, [snap.number for snap in snapshots if snap.points is not None])
         held = dict((await conn.execute(_HELD_BY_CARD, numbers)).all())
         known = set((await conn.execute(_KNOWN_CARDS, numbers)).scalars())
         central_state, store_state, new = [], [], []
         for snap in snapshots:
             values = dict(programme=snap.programme, balance=snap.balance + int(pending.get(snap.number, 0)),
                           held=snap.held + int(held.get(snap.number, 0)), pack_sellable=snap.pack_sellable,
-                          updated_at=now)
+                          updated_at=now, points=None, tier=None, discount_bps=None)
+            if snap.points is not None:  # a loyalty card: less what this store redeemed that central lacks
+                values.update(points=snap.points - redeemed.get(snap.number, 0), tier=snap.tier,
+                              discount_bps=snap.discount_bps)
             if snap.number not in known:
                 new.append(dict(values, number=snap.number, state=snap.state,
                                 expires_on=local.parse_date(snap.expires_on)))
@@ -382,6 +398,19 @@ class SyncClient:
         for statement, rows in ((_UPDATE_CARD, central_state), (_UPDATE_CARD, store_state), (_INSERT_CARD, new)):
             if rows:
                 await conn.execute(statement, rows)
+
+    @staticmethod
+    async def _apply_loyalty(conn: AsyncConnection, r: PullResponse) -> None:
+        """Rule rows (kept as published; a page delivered twice changes nothing) and segment membership."""
+        if r.rules:
+            await conn.execute(_INSERT_RULE, [
+                {"version": c.version, "kind": c.kind, "code": c.code, "revision": c.revision, "body": c.body,
+                 "retired": c.retired, "at": c.at} for c in r.rules])
+        for change in r.segments:  # in version order: the last word on a (card, segment) wins
+            if change.member:
+                await conn.execute(_JOIN_SEGMENT, {"number": change.number, "segment": change.segment})
+            else:
+                await conn.execute(_LEAVE_SEGMENT, {"n": change.number, "s": change.segment})
 
     @staticmethod
     async def _apply_products(conn: AsyncConnection, changes: Sequence[ProductChange]) -> None:

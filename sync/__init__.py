@@ -2,6 +2,7 @@
 
 from .messages import (
     DEBIT_KINDS,
+    LOYALTY_KINDS,
     MSGPACK,
     PROTOCOL_VERSION,
     SYNCED_KINDS,
@@ -11,6 +12,7 @@ from .messages import (
     DenyChange,
     EntryResult,
     EntryStatus,
+    LoyaltyDetail,
     OutboxEntry,
     ProgrammeSpec,
     ProtocolError,
@@ -18,6 +20,8 @@ from .messages import (
     PullResponse,
     PushRequest,
     PushResponse,
+    ReceiptLineData,
+    SegmentChange,
     StoreSettings,
     TillCredential,
     decode,
@@ -27,7 +31,8 @@ from .protocol import accept_ack, backoff_delay, check_batch, contiguous_ack, ne
 from .signing import SignatureError, check_signature, derive_store_secret, read_signed, signed_headers
 
 __all__ = [
-    "DEBIT_KINDS", "MSGPACK", "PROTOCOL_VERSION", "SYNCED_KINDS", "BlockGrant", "CardSnapshot", "Cursor",
+    "DEBIT_KINDS", "LOYALTY_KINDS", "LoyaltyDetail", "ReceiptLineData", "SegmentChange",
+    "MSGPACK", "PROTOCOL_VERSION", "SYNCED_KINDS", "BlockGrant", "CardSnapshot", "Cursor",
     "DenyChange", "EntryResult", "EntryStatus", "OutboxEntry", "ProgrammeSpec", "ProtocolError", "PullRequest",
     "PullResponse", "PushRequest", "PushResponse", "SignatureError", "StoreSettings", "TillCredential",
     "accept_ack", "backoff_delay", "check_batch", "check_signature", "contiguous_ack", "decode",

@@ -27,10 +27,13 @@ from pydantic import (
 
 from core import DomainError, OperationKind
 
+from .loyalty import RuleChange
+
 __all__ = [
     "PROTOCOL_VERSION", "ProtocolError", "Message", "OutboxEntry", "PushRequest", "EntryStatus", "EntryResult",
     "PushResponse", "Cursor", "PullRequest", "DenyChange", "CardSnapshot", "ProgrammeSpec", "BlockGrant",
     "TillCredential", "StoreSettings", "ProductChange", "PullResponse", "SYNCED_KINDS", "DEBIT_KINDS", "encode",
+    "LOYALTY_KINDS", "LoyaltyDetail", "ReceiptLineData", "SegmentChange",
     "decode", "MSGPACK",
 ]
 
@@ -47,9 +50,12 @@ Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 K = OperationKind
 # Operations an edge records locally and pushes: what it decided offline (or issued from its block).
 SYNCED_KINDS = (K.SALE, K.SALE_CANCEL, K.PAYMENT, K.PAYMENT_CANCEL, K.TOPUP, K.TOPUP_CANCEL, K.REFUND,
-                K.REFUND_CANCEL, K.STORE_ISSUE)
-# Of those, the ones that take value off a card: they count against the offline limits.
-DEBIT_KINDS = (K.PAYMENT, K.SALE_CANCEL, K.TOPUP_CANCEL, K.REFUND_CANCEL)
+                K.REFUND_CANCEL, K.STORE_ISSUE, K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM)
+# Of those, the ones that take value off a card: they count against the offline limits (a points
+# redemption by the discount it gave).
+DEBIT_KINDS = (K.PAYMENT, K.SALE_CANCEL, K.TOPUP_CANCEL, K.REFUND_CANCEL, K.POINTS_REDEEM)
+# Loyalty's synced kinds carry their details in OutboxEntry.loyalty.
+LOYALTY_KINDS = (K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM)
 
 
 class ProtocolError(DomainError):
@@ -60,6 +66,29 @@ class ProtocolError(DomainError):
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReceiptLineData(Message):
+    item: Annotated[str, Field(min_length=1, max_length=64)]
+    quantity: Annotated[int, Field(strict=True, ge=1, le=10**12)]
+    value: Minor
+    item_group: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    discount: Minor = 0
+    promotional: bool = False
+
+
+class LoyaltyDetail(Message):
+    """What a loyalty entry carries besides amount and card: a receipt's time (with the store's offset) and
+    lines and the points the store gave; a return's lines (line index, quantity; none: all that is left);
+    a redemption's points."""
+
+    at: AwareDatetime | None = None
+    lines: Annotated[tuple[ReceiptLineData, ...], Field(max_length=10_000)] = ()
+    returned: Annotated[tuple[tuple[int, int], ...], Field(max_length=10_000)] | None = None
+    points: Annotated[int, Field(strict=True, ge=0, le=10**15)] = 0
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
 class OutboxEntry(Message):
@@ -77,13 +106,20 @@ class OutboxEntry(Message):
     deny_version: Annotated[int, Field(strict=True, ge=0)] = 0  # deny list the store had when deciding
     decided_at: AwareDatetime  # the store's clock, corrected by its offset to central's
     device_time: AwareDatetime | None = None  # the till's clock: informational only
+    loyalty: LoyaltyDetail | None = None  # receipts, returns and redemptions
 
     def fingerprint(self, store: str) -> str:
         """A digest of what makes the entry this entry (not its id or sequence), for idempotency:
         its fields in a fixed order, cheaper than canonical JSON for batches of thousands."""
         fields = (self.kind.value, self.card_number, self.amount, self.currency, self.till or "",
                   self.original_txn_id or "", self.programme or "", store)
+        if self.loyalty is not None:
+            fields += (self.loyalty.digest(),)
         return hashlib.sha256("\x1f".join(map(str, fields)).encode()).hexdigest()
+
+    @model_serializer(mode="wrap")
+    def _without_loyalty_unless_set(self, handler: SerializerFunctionWrapHandler) -> dict:
+        return _omit_defaults(handler(self), loyalty=None)
 
 
 class PushRequest(Message):
@@ -129,11 +165,13 @@ class Cursor(Message):
     watch_feed: Annotated[int, Field(strict=True, ge=0)] = 0  # last card added to the store's watch list
     config_version: Annotated[int, Field(strict=True, ge=0)] = 0
     catalogue_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last product change applied
+    rules_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last loyalty rule row applied
+    segment_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last segment membership change applied
 
     @model_serializer(mode="wrap")
     def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # Peers from before the catalogue refuse unknown fields: until a catalogue exists, send none.
-        return _omit_defaults(handler(self), catalogue_version=0)
+        # Peers from before the catalogue (or loyalty) refuse unknown fields: until one is used, send none.
+        return _omit_defaults(handler(self), catalogue_version=0, rules_version=0, segment_version=0)
 
 
 class PullRequest(Message):
@@ -160,6 +198,14 @@ class CardSnapshot(Message):
     held: Minor
     expires_on: str | None = None
     pack_sellable: bool = False
+    # Loyalty cards: points available now, the tier, and the discount level (bps).
+    points: int | None = None
+    tier: Code | None = None
+    discount_bps: Annotated[int, Field(strict=True, ge=0, le=10_000)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_loyalty_unless_set(self, handler: SerializerFunctionWrapHandler) -> dict:
+        return _omit_defaults(handler(self), points=None, tier=None, discount_bps=None)
 
 
 class ProgrammeSpec(Message):
@@ -235,6 +281,15 @@ class ProductChange(Message):
         return self
 
 
+class SegmentChange(Message):
+    """A card joined (member) or left a segment at ``version`` of the chain-wide membership feed."""
+
+    segment: Code
+    number: Number
+    member: bool
+    version: Annotated[int, Field(strict=True, ge=1)]
+
+
 class PullResponse(Message):
     cursor: Cursor
     server_time: AwareDatetime
@@ -245,11 +300,13 @@ class PullResponse(Message):
     tills: tuple[TillCredential, ...] = ()  # all of the store's, when config_version moved
     blocks: tuple[BlockGrant, ...] = ()  # every block of the store not known to be used up
     products: tuple[ProductChange, ...] = ()  # catalogue changes after the cursor, by version, a page at most
-    more: bool = False  # the card feed or the catalogue was cut at a page: pull again
+    rules: tuple[RuleChange, ...] = ()  # loyalty rule rows after the cursor, by version, a page at most
+    segments: tuple[SegmentChange, ...] = ()  # segment membership changes after the cursor, a page at most
+    more: bool = False  # the card feed, the catalogue or a loyalty feed was cut at a page: pull again
 
     @model_serializer(mode="wrap")
     def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
-        return _omit_defaults(handler(self), products=())
+        return _omit_defaults(handler(self), products=(), rules=(), segments=())
 
 
 def _omit_defaults(data: dict, **defaults: object) -> dict:

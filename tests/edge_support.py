@@ -16,7 +16,7 @@ from edge.keys import DATABASE, NODE, SYNC
 from edge.sync_client import SyncReport
 
 from .netproxy import Mode, Proxy
-from .support import World
+from .support import INQUIRIES, World
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Edge:
 
     async def till(self, op: str, expect: int = 200, headers: dict[str, str] | None = None,
                    **body: Any) -> dict[str, Any]:
-        if op != "balance":
+        if op not in INQUIRIES:
             body.setdefault("txn_id", str(uuid.uuid4()))
         resp = await self.client.post(f"/api/v1/till/{op}", json=body, headers=headers or self.world.tills["S1"])
         data = await resp.json()

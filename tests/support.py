@@ -28,6 +28,9 @@ FLEX = {"code": "FLEX", "name": "Flex Card", "currency": "EUR", "number_prefix":
 
 # Till requests that only read: they take no txn_id.
 INQUIRIES = {"balance", "points", "segments", "discount-level", "tier"}
+LOYAL = {"code": "LOYAL", "name": "Loyalty Card", "kind": "loyalty", "currency": "EUR", "number_prefix": "7001",
+         "number_length": 16, "min_amount": 1, "max_amount": 100000, "topup_allowed": True,
+         "hold_ttl_seconds": 60, "hold_expiry_policy": "reverse"}
 
 
 def txn() -> str:
@@ -109,6 +112,22 @@ class World:
         result = await self.till("sale", store=store, **body)
         assert result["approved"], result
         return number
+
+    async def loyalty_cards(self, count: int = 20, store: str = "S1") -> list[str]:
+        """Active cards of loyalty programme LOYAL (created on first use), sold at ``store`` with 1.00 of e-money."""
+        if not await self.count("programmes", "code = 'LOYAL'"):
+            await self.admin("POST", "/api/v1/admin/programmes", LOYAL)
+        central = self.central
+        async with central.db.begin() as conn:
+            issue_id = await central.issuing.start_issue(conn, "LOYAL", count, "tests")
+        await central.issuing.run_issue(issue_id)
+        with open(central.issuing.production_path(issue_id), newline="") as f:
+            numbers = [r["card_number"] for r in csv.DictReader(f)]
+        pack = await self.admin("POST", "/api/v1/admin/packs", {"numbers": numbers, "store_code": store})
+        await self.admin("POST", f"/api/v1/admin/packs/{pack['id']}/authorize")
+        for number in numbers:
+            assert (await self.till("sale", store=store, card_number=number, amount=100))["approved"]
+        return numbers
 
     async def ledger_consistent(self) -> None:
         """Invariants: balances equal entry sums, held amounts equal entry sums and open holds."""

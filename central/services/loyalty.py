@@ -42,7 +42,7 @@ from .admin import NotFound, audit
 from .ledger import CardRow, Ledger, Origin, Outcome, PendingEntry, card_declined, mask, system_id, unknown_card
 from .loyalty_rules import RulesService
 
-__all__ = ["LoyaltyService", "ReceiptInput", "ReturnInput", "POINTS", "POINTS_CURRENCY"]
+__all__ = ["LoyaltyService", "ReceiptInput", "ReturnInput", "POINTS", "POINTS_CURRENCY", "loyalty_snapshots"]
 
 log = logging.getLogger("tessera.loyalty")
 K = OperationKind
@@ -427,6 +427,46 @@ class LoyaltyService:
 
         return await self.ledger.execute(op_id=op_id, kind=K.REWARD, payload=payload, origin=origin, handler=handler)
 
+    # -- what stores decided offline ---------------------------------------------------------------
+
+    async def apply_synced(self, conn: AsyncConnection, entry: Any, card: CardRow, origin: Origin,
+                           now: datetime) -> tuple[Outcome, list[str]]:
+        """Apply a store's offline receipt, return or redemption (``sync.OutboxEntry``) to a card the sync
+        batch has locked: (the outcome, flags for head office). A receipt earns what the store gave (the
+        customer's slip says so) and is flagged when central's rules say otherwise; a redemption within the
+        store's limits always posts, into a debt if the points were spent meanwhile elsewhere."""
+        if card.programme.kind is not ProgrammeKind.LOYALTY:
+            return card_declined(card, DeclineCode.NOT_LOYALTY, f"{card.programme.code} is not a loyalty programme"), []
+        loyal = await self._load(conn, card)
+        detail = entry.loyalty
+        if entry.kind == K.RECEIPT:
+            lines = tuple(ReceiptLine(**line.model_dump()) for line in detail.lines)
+            body = ReceiptInput(card.number, detail.at, entry.currency, lines)
+            out = await self._earn(conn, loyal, entry.txn_id, body, origin, now, awarded=detail.points)
+            return out, (["points_differ"] if "points_by_rules" in out.extra else [])
+        if entry.kind == K.RECEIPT_RETURN:
+            wanted = tuple(tuple(pair) for pair in detail.returned) if detail.returned is not None else None
+            out = await self._take_back(conn, loyal, entry.txn_id, ReturnInput(card.number, entry.original_txn_id,
+                                                                                wanted), origin, now)
+            return out, []
+        available = loyal.book.balances(now).available
+        taken = min(detail.points, available)
+        entries: list[PendingEntry] = []
+        if taken:
+            entries += await self._apply(conn, loyal, loyal.book.spend(taken, now, str(entry.txn_id)), entry.txn_id,
+                                         None)
+        owed = detail.points - taken
+        if owed:
+            debt = PointsMovement(MovementKind.CLAWBACK_DEBT, -owed, None, now, str(entry.txn_id))
+            change = PointsChange(PointsBook(loyal.book.lots, loyal.book.debt + owed), (debt,))
+            entries += await self._apply(conn, loyal, change, entry.txn_id, None, lambda m: EntryKind.SPEND)
+        out = Outcome(True, card, entry.amount, entries=entries)
+        out.extra = {"points_redeemed": detail.points, "discount": entry.amount,
+                     "points": self._points_view(loyal, now)}
+        if owed:
+            out.extra["points_owed"] = owed
+        return out, (["points_overdrawn"] if owed else [])
+
     # -- credits the server or staff make ----------------------------------------------------------
 
     async def credit_in(self, conn: AsyncConnection, card: CardRow, op_id: uuid.UUID, kind: OperationKind,
@@ -622,6 +662,24 @@ class LoyaltyService:
             rows = await conn.execute(sa.select(rewards).order_by(rewards.c.code))
             return [{"code": r.code, "name": r.name, "points": r.points, "active": r.active, "stock": r.stock}
                     for r in rows]
+
+
+async def loyalty_snapshots(conn: AsyncConnection, card_ids: list[int], now: datetime | None = None
+                            ) -> dict[int, dict[str, Any]]:
+    """What stores keep of loyalty cards: points available now (lots minus debt), tier, discount level."""
+    if not card_ids:
+        return {}
+    now = now or datetime.now(UTC)
+    live = sa.and_(points_lots.c.available_at <= now,
+                   sa.or_(points_lots.c.expires_at.is_(None), points_lots.c.expires_at > now))
+    available = dict((await conn.execute(
+        sa.select(points_lots.c.card_id, sa.func.sum(points_lots.c.points)).where(
+            points_lots.c.card_id.in_(card_ids), live).group_by(points_lots.c.card_id))).all())
+    out = {card_id: {"points": int(available.get(card_id, 0)), "tier": None, "discount_bps": 0} for card_id in card_ids}
+    for r in await conn.execute(sa.select(loyalty_cards).where(loyalty_cards.c.card_id.in_(card_ids))):
+        out[r.card_id].update(points=out[r.card_id]["points"] - r.points_debt, tier=r.tier,
+                              discount_bps=r.discount_bps)
+    return out
 
 
 def _line_json(line: ReceiptLine) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from core import (
 )
 from sync import (
     DEBIT_KINDS,
+    LOYALTY_KINDS,
     BlockGrant,
     CardSnapshot,
     Cursor,
@@ -50,6 +51,7 @@ from sync import (
     PullResponse,
     PushRequest,
     PushResponse,
+    SegmentChange,
     SignatureError,
     StoreSettings,
     TillCredential,
@@ -60,6 +62,7 @@ from sync import (
     derive_store_secret,
     read_signed,
 )
+from sync.loyalty import RuleChange
 from sync.signing import WINDOW_SECONDS
 
 from ..db import Database
@@ -68,10 +71,12 @@ from ..db.tables import (
     cards,
     deny_changes,
     entries,
+    loyalty_rules,
     number_blocks,
     operations,
     packs,
     programmes,
+    segment_changes,
     store_cards,
     store_entries,
     stores,
@@ -95,6 +100,7 @@ from .ledger import (
     json_document,
     mask,
 )
+from .loyalty import loyalty_snapshots
 from .offline import OVERDRAFT, list_card, listings, release_repaid, unlist_card, watch
 
 __all__ = ["SyncService", "SyncStore", "SKEW_SECONDS"]
@@ -198,6 +204,7 @@ class SyncService:
         self.block_size = block_size
         self.page = page
         self._next_prune = 0.0
+        self.loyalty: Any = None  # the LoyaltyService that applies synced receipts, returns and redemptions
 
     # -- authentication ----------------------------------------------------------------------------
 
@@ -391,6 +398,8 @@ class SyncService:
             decision = await self._sale(conn, batch, entry, card, digest, flags)
         elif entry.kind in (K.PAYMENT, K.TOPUP, K.REFUND):
             decision = await self._move(conn, batch, entry, card, digest, flags)
+        elif entry.kind in LOYALTY_KINDS and self.loyalty is not None:
+            decision = await self._loyalty_entry(conn, batch, entry, card, digest, flags)
         else:
             decision = self._reject(batch, entry, card, digest, flags, DeclineCode.ORIGINAL_MISMATCH,
                                     f"{entry.kind} is not synced")
@@ -495,6 +504,39 @@ class SyncService:
         outcome.entries.append(self.ledger.entry(card, _ENTRY[entry.kind], sign * entry.amount))
         decision = _Decision(S.APPLIED, flags)
         self._record(batch, entry, digest, outcome, decision)
+        return decision
+
+    async def _loyalty_entry(self, conn: AsyncConnection, batch: _Batch, entry: OutboxEntry, card: CardRow | None,
+                             digest: str, flags: list[str]) -> _Decision:
+        """Receipts and returns commute: they post, whatever the card's state now (flagged if not active).
+        Offline redemptions were within limits: they post too, into a points debt if the points are gone."""
+        unusable = self._usable(batch, entry, card)
+        if unusable:
+            return self._reject(batch, entry, card, digest, flags, *unusable)
+        if entry.loyalty is None:
+            return self._reject(batch, entry, card, digest, flags, DeclineCode.ORIGINAL_MISMATCH,
+                                f"{entry.kind} without its loyalty details")
+        origin = Origin("offline", batch.store.id, batch.tills.get(entry.till or ""))
+        outcome, more = await self.loyalty.apply_synced(conn, entry, card, origin, batch.now)
+        if not outcome.approved:
+            return self._reject(batch, entry, card, digest, flags, outcome.code, outcome.message)
+        if card.state != CardState.ACTIVE:
+            more.append(f"card_{card.state.value}")
+        decision = _Decision(S.APPLIED, flags + more)
+        # Written now, not with the batch: the card's lots and points account moved already, and a later
+        # entry of the batch on the same card reads them.
+        result = {"decision": "offline", "seq": entry.seq, "status": decision.status.value, "flags": decision.flags,
+                  "decided_at": entry.decided_at.isoformat(), **outcome.extra}
+        row = self.ledger.operation_row(entry.txn_id, entry.kind, digest, origin, outcome, result, entry.device_time,
+                                        batch.now)
+        await conn.execute(self.ledger.record_statement, row)
+        if outcome.entries:
+            await self.ledger.post(conn, [(entry.txn_id, batch.store.id, e) for e in outcome.entries], batch.now)
+        batch.known[entry.txn_id] = _Known(entry.txn_id, entry.kind.value, True, card.id, outcome.amount, digest,
+                                           "offline", batch.store.id, False)
+        if more:
+            batch.exception("loyalty", entry, card.id, flags=more, **{
+                k: v for k, v in outcome.extra.items() if k in ("points_earned", "points_by_rules", "points_owed")})
         return decision
 
     async def _activate(self, conn: AsyncConnection, card: CardRow, now: datetime) -> None:
@@ -673,12 +715,42 @@ class SyncService:
             blocks = await self._blocks(conn, store.id)
             products, catalogue_version, more_products = await catalogue_changes(conn, cursor.catalogue_version,
                                                                                  self.page)
+            rules, rules_version, more_rules = await self._rules_feed(conn, cursor.rules_version, now)
+            segments, segment_version, more_segments = await self._segment_feed(conn, cursor.segment_version, now)
         return PullResponse(
             cursor=Cursor(deny_version=deny_version, card_feed=card_feed, watch_feed=watch_feed,
                           config_version=max(cursor.config_version, store.config_version),
-                          catalogue_version=catalogue_version),
+                          catalogue_version=catalogue_version, rules_version=rules_version,
+                          segment_version=segment_version),
             server_time=now, store=self._settings(store), deny=tuple(deny), cards=tuple(snapshots),
-            blocks=tuple(blocks), products=tuple(products), more=more or more_products, **config)
+            blocks=tuple(blocks), products=tuple(products), rules=tuple(rules), segments=tuple(segments),
+            more=more or more_products or more_rules or more_segments, **config)
+
+    async def _rules_feed(self, conn: AsyncConnection, after: int, now: datetime) -> tuple[list, int, bool]:
+        """Loyalty rule rows after the cursor; the cursor moves only past settled rows (see SETTLE)."""
+        rows = (await conn.execute(sa.select(loyalty_rules).where(loyalty_rules.c.version > after)
+                                   .order_by(loyalty_rules.c.version).limit(self.page))).all()
+        cursor = after
+        for r in rows:
+            if r.created_at >= now - SETTLE:
+                break
+            cursor = r.version
+        changes = [RuleChange(version=r.version, kind=r.kind, code=r.code, revision=r.revision, body=r.body,
+                              retired=r.retired, at=r.created_at) for r in rows]
+        return changes, cursor, len(rows) == self.page and cursor > after
+
+    async def _segment_feed(self, conn: AsyncConnection, after: int, now: datetime
+                            ) -> tuple[list[SegmentChange], int, bool]:
+        """Segment membership changes after the cursor (chain-wide: any card may come to any store)."""
+        rows = (await conn.execute(sa.select(segment_changes).where(segment_changes.c.version > after)
+                                   .order_by(segment_changes.c.version).limit(self.page))).all()
+        cursor = after
+        for r in rows:
+            if r.at >= now - SETTLE:
+                break
+            cursor = r.version
+        changes = [SegmentChange(segment=r.segment, number=r.number, member=r.member, version=r.version) for r in rows]
+        return changes, cursor, len(rows) == self.page and cursor > after
 
     @staticmethod
     def _settings(store: Any) -> StoreSettings:
@@ -734,15 +806,19 @@ class SyncService:
         if not card_ids:
             return []
         rows = await conn.execute(
-            sa.select(cards.c.number, cards.c.state, cards.c.expires_on, programmes.c.code, accounts.c.balance,
+            sa.select(cards.c.id, cards.c.number, cards.c.state, cards.c.expires_on, programmes.c.code,
+                      programmes.c.kind, accounts.c.balance,
                       accounts.c.held, packs.c.status.label("pack_status"), packs.c.store_id.label("pack_store"))
             .join(programmes, programmes.c.id == cards.c.programme_id)
             .outerjoin(accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE))
             .outerjoin(packs, packs.c.id == cards.c.pack_id)
             .where(MANY[conn.dialect.name](cards.c.id, "ids")).order_by(cards.c.id), {"ids": card_ids})
+        rows = rows.all()
+        loyal = await loyalty_snapshots(conn, [r.id for r in rows if r.kind == "loyalty"])
         return [CardSnapshot(number=r.number, programme=r.code, state=r.state, balance=r.balance or 0,
                              held=r.held or 0, expires_on=r.expires_on.isoformat() if r.expires_on else None,
-                             pack_sellable=r.pack_status == "authorized" and r.pack_store == store_id)
+                             pack_sellable=r.pack_status == "authorized" and r.pack_store == store_id,
+                             **loyal.get(r.id, {}))
                 for r in rows]
 
     @staticmethod

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from central.db.tables import UTCDateTime
 
 __all__ = ["metadata", "sync_state", "programmes", "store_settings", "tills", "cards", "deny_list", "journal",
-           "outbox", "holds", "number_blocks", "products"]
+           "outbox", "holds", "number_blocks", "products", "loyalty_rules", "segment_members"]
 
 metadata = sa.MetaData()
 
@@ -27,6 +27,7 @@ sync_state = sa.Table(
     sa.Column("last_push_at", UTCDateTime),
     sa.Column("last_pull_at", UTCDateTime),
     sa.Column("last_error", sa.Text),
+    sa.Column("segment_version", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Programme rules and offline limits (sync.ProgrammeSpec as JSON), replaced whole when config moves.
@@ -66,6 +67,11 @@ cards = sa.Table(
     sa.Column("last_online_at", UTCDateTime),
     sa.Column("watch", sa.Boolean, nullable=False, server_default=sa.false()),  # tell central at the next pull
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Loyalty cards: points the store may let be spent (central's last word less what the store redeemed
+    # since), tier and discount level (bps) as central last said.
+    sa.Column("points", sa.BigInteger),
+    sa.Column("tier", sa.String(32)),
+    sa.Column("discount_bps", sa.Integer),
 )
 
 deny_list = sa.Table(
@@ -145,4 +151,24 @@ products = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Index("ix_products_version", "version"),
+)
+
+# Loyalty rules as central publishes them (sync.loyalty.RuleChange): the highest version held is the
+# store's cursor; the rules in force are built from all of them.
+loyalty_rules = sa.Table(
+    "loyalty_rules", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+# The segments each card is in, as central's membership feed says (sync_state.segment_version is its cursor).
+segment_members = sa.Table(
+    "segment_members", metadata,
+    sa.Column("number", sa.String(19), primary_key=True),
+    sa.Column("segment", sa.String(32), primary_key=True),
 )

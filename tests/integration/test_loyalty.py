@@ -6,7 +6,6 @@ each scenario, points accounts included.
 
 from __future__ import annotations
 
-import csv
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -17,9 +16,6 @@ from central.db.tables import audit_log, entries, points_lots
 
 from ..support import txn
 
-LOYAL = {"code": "LOYAL", "name": "Loyalty Card", "kind": "loyalty", "currency": "EUR", "number_prefix": "7001",
-         "number_length": 16, "min_amount": 1, "max_amount": 100000, "topup_allowed": True,
-         "hold_ttl_seconds": 60, "hold_expiry_policy": "reverse"}
 STORE_TZ = timezone(timedelta(hours=1))
 
 
@@ -47,18 +43,7 @@ def line(item: str, value: int, quantity: int = 1000, **extra) -> dict:
 @pytest.fixture
 async def loyal(world) -> list[str]:
     """Twenty active loyalty cards of programme LOYAL at store S1."""
-    await world.admin("POST", "/api/v1/admin/programmes", LOYAL)
-    central = world.central
-    async with central.db.begin() as conn:
-        issue_id = await central.issuing.start_issue(conn, "LOYAL", 20, "tests")
-    await central.issuing.run_issue(issue_id)
-    with open(central.issuing.production_path(issue_id), newline="") as f:
-        numbers = [r["card_number"] for r in csv.DictReader(f)]
-    pack = await world.admin("POST", "/api/v1/admin/packs", {"numbers": numbers, "store_code": "S1"})
-    await world.admin("POST", f"/api/v1/admin/packs/{pack['id']}/authorize")
-    for number in numbers:
-        assert (await world.till("sale", card_number=number, amount=100))["approved"]
-    return numbers
+    return await world.loyalty_cards(20)
 
 
 async def receipt(world, number: str, *lines: dict, at: datetime | None = None, expect: int = 200, **extra):

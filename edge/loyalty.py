@@ -1,0 +1,148 @@
+"""Loyalty at the store when central does not answer.
+
+Receipts and returns commute: the store records them and syncs them, whatever happens. A receipt earns
+by the rules central shipped (the schemes in force at the receipt's time, combined by the programme
+plan's mode); central later credits what the store gave and flags a difference. Returns are settled by
+central, which knows the receipt's awards. Redemptions are debits: the store lets points be spent only
+within the card's last known points and the programme's offline limits (on the discount they give),
+and counts them against the store's exposure budget, as it does payments. Segments and discount levels
+are answered from what central last shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from central.services.ledger import mask
+from core import DeclineCode, OfflineCard, OfflineLimits, OperationKind, decide_offline_debit
+from core.authorization import Decision, decline
+from core.loyalty import Receipt, ReceiptLine
+from core.loyalty.tiers import RedemptionMethod, redemption
+from sync import LoyaltyDetail, ProgrammeSpec, ReceiptLineData
+from sync.loyalty import LoyaltyRules, RuleChange
+
+from .db.tables import cards, loyalty_rules, outbox, segment_members
+
+__all__ = ["RulesCache", "receipt_offline", "return_offline", "redeem_offline", "unacked_points",
+           "segments_of", "points_view"]
+
+log = logging.getLogger("tessera.edge.loyalty")
+K = OperationKind
+_LATEST = sa.select(sa.func.coalesce(sa.func.max(loyalty_rules.c.version), 0))
+
+
+class RulesCache:
+    """The rules in force at the store, rebuilt only when a pull brought new rule rows."""
+
+    def __init__(self) -> None:
+        self.rules = LoyaltyRules(())
+
+    async def current(self, conn: AsyncConnection) -> LoyaltyRules:
+        latest = (await conn.execute(_LATEST)).scalar_one()
+        if latest != self.rules.version:
+            rows = (await conn.execute(sa.select(loyalty_rules).order_by(loyalty_rules.c.version))).all()
+            self.rules = LoyaltyRules([RuleChange(version=r.version, kind=r.kind, code=r.code, revision=r.revision,
+                                                  body=r.body, retired=r.retired, at=r.at) for r in rows])
+            log.info("loyalty rules loaded version=%s schemes=%s plans=%s", self.rules.version,
+                     len(self.rules.schemes), len(self.rules.plans))
+        return self.rules
+
+
+def points_view(row: Any) -> dict[str, Any]:
+    """What the store knows of a card's points (central's last word less the store's offline redemptions)."""
+    return {"available": row.points if row is not None else None, "tier": row.tier if row is not None else None,
+            "estimate": True}
+
+
+def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, body: Any, store: str
+                    ) -> tuple[Decision, dict[str, Any], dict[str, Any], LoyaltyDetail | None]:
+    """(decision, new card cache values, answer extras, the entry's loyalty detail) of a receipt."""
+    if spec is None or spec.kind != "loyalty":
+        return (decline(DeclineCode.UNKNOWN_OFFLINE, "central is unreachable and this store knows no loyalty "
+                                                     "programme of that card"), {}, {}, None)
+    if body.currency != spec.currency:
+        return decline(DeclineCode.CURRENCY_MISMATCH, f"the card's programme is in {spec.currency}"), {}, {}, None
+    lines = tuple(ReceiptLine(**line.model_dump()) for line in body.lines)
+    receipt = Receipt(id=str(body.txn_id), card=body.card_number, store=store, at=body.at, currency=body.currency,
+                      lines=lines, tier=row.tier if row is not None else None, card_type=spec.code)
+    earning = rules.scheme_set(spec.code).evaluate(receipt)
+    plan = rules.plan(spec.code)
+    values: dict[str, Any] = {}
+    if row is not None and row.points is not None and earning.total and (plan is None or not plan.points.pending):
+        values["points"] = row.points + earning.total  # spendable at once when nothing pends
+    awards = [{"line": a.line, "scheme": a.scheme, "version": a.version, "points": a.points} for a in earning.awards]
+    detail = LoyaltyDetail(at=body.at, lines=tuple(ReceiptLineData(**line.model_dump()) for line in body.lines),
+                           points=earning.total)
+    extra = {"points_earned": earning.total, "awards": awards, "bonus": None}
+    return Decision(True, receipt.value), values, extra, detail
+
+
+def return_offline(spec: ProgrammeSpec | None, body: Any) -> tuple[Decision, dict[str, Any], LoyaltyDetail | None]:
+    """A return is recorded as brought back; central takes back the points the receipt's awards say."""
+    if spec is None or spec.kind != "loyalty":
+        return decline(DeclineCode.UNKNOWN_OFFLINE, "central is unreachable and this store knows no loyalty "
+                                                    "programme of that card"), {}, None
+    returned = tuple((li.line, li.quantity) for li in body.lines) if body.lines is not None else None
+    extra = {"points_taken_back": None, "message": "points are taken back when central has the return"}
+    return Decision(True, 0), extra, LoyaltyDetail(returned=returned)
+
+
+async def redeem_offline(conn: AsyncConnection, rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, body: Any,
+                         denied: bool, budget: Any) -> tuple[Decision, dict[str, Any], dict[str, Any],
+                                                             LoyaltyDetail | None]:
+    """Points as a discount, within the card tier's cap, the card's last known points and the offline limits."""
+    if spec is None or spec.kind != "loyalty" or row is None or row.points is None:
+        return (decline(DeclineCode.UNKNOWN_OFFLINE, "central is unreachable and this store does not know the "
+                                                     "card's points"), {}, {}, None)
+    if body.currency != spec.currency:
+        return decline(DeclineCode.CURRENCY_MISMATCH, f"the card's programme is in {spec.currency}"), {}, {}, None
+    plan = rules.plan(spec.code)
+    tier = plan.tier_of(row.tier) if plan else None
+    if plan is None or tier is None:
+        return decline(DeclineCode.REDEMPTION_NOT_ALLOWED, "the programme does not redeem points"), {}, {}, None
+    available = max(row.points, 0)
+    if available == 0 or (body.points is not None and body.points > available):
+        return decline(DeclineCode.INSUFFICIENT_POINTS, f"{available} points known to be available"), {}, {}, None
+    fallback = plan.fallback() if plan.redemption_method is RedemptionMethod.FALLBACK else None
+    decided = redemption(tier, body.receipt_total, available, plan.redemption_method, fallback,
+                         points_wanted=body.points)
+    if decided.points == 0:
+        return decline(DeclineCode.REDEMPTION_NOT_ALLOWED, f"nothing to redeem ({decided.limited_by.value})"), {}, {}, \
+            None
+    card = OfflineCard(available=decided.discount_minor, currency=spec.currency, offline_amount=row.offline_amount,
+                       offline_count=row.offline_count, deny_listed=denied)
+    limits = OfflineLimits(spec.floor_limit, spec.card_offline_amount, spec.card_offline_count)
+    decision = decide_offline_debit(card, decided.discount_minor, limits, budget)
+    if not decision.approved:
+        return decision, {}, {}, None
+    values = {"points": row.points - decided.points, "offline_amount": row.offline_amount + decided.discount_minor,
+              "offline_count": row.offline_count + 1}
+    extra = {"points_redeemed": decided.points, "discount": decided.discount_minor, "tier": decided.tier_code,
+             "limited_by": decided.limited_by.value, "points": {"available": values["points"], "tier": row.tier,
+                                                                "estimate": True}}
+    return Decision(True, decided.discount_minor), values, extra, LoyaltyDetail(points=decided.points)
+
+
+_ENTRY_KIND = sa.func.json_extract(outbox.c.entry, "$.kind")
+_ENTRY_POINTS = sa.func.json_extract(outbox.c.entry, "$.loyalty.points")
+
+
+async def unacked_points(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+    """Points this store redeemed offline that central has not acknowledged yet, by card."""
+    if not numbers:
+        return {}
+    rows = await conn.execute(sa.select(outbox.c.card, sa.func.sum(_ENTRY_POINTS)).where(
+        outbox.c.card.in_(numbers), _ENTRY_KIND == K.POINTS_REDEEM.value).group_by(outbox.c.card))
+    return {card: int(points or 0) for card, points in rows}
+
+
+async def segments_of(conn: AsyncConnection, number: str) -> dict[str, Any]:
+    """The POS's question "which segments is this card in", from central's last membership feed."""
+    codes = sorted((await conn.execute(sa.select(segment_members.c.segment).where(
+        segment_members.c.number == number))).scalars())
+    known = (await conn.execute(sa.select(cards.c.number).where(cards.c.number == number))).first() is not None
+    return {"card": mask(number), "segments": codes, "decision": "offline", "known": known or bool(codes)}
