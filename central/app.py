@@ -55,6 +55,9 @@ def create_app(config: CentralConfig, *, migrate: bool = True) -> web.Applicatio
                           id="expire-cards", max_instances=1, coalesce=True)
         scheduler.add_job(central.vouchers.expire_due, "interval", seconds=config.voucher_expiry_sweep_seconds,
                           id="expire-vouchers", max_instances=1, coalesce=True)
+        if config.segment_job_seconds > 0:  # runs of one segment are serialised; a repeat changes nothing
+            scheduler.add_job(central.segments.run_all, "interval", seconds=config.segment_job_seconds,
+                              id="segments", max_instances=1, coalesce=True)
         if config.tier_job_seconds > 0:  # reviews lock each card's row; a repeat changes nothing
             scheduler.add_job(central.tiers.run_scheduled, "interval", seconds=config.tier_job_seconds,
                               id="tiers", max_instances=1, coalesce=True)

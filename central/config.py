@@ -34,6 +34,7 @@ class CentralConfig:
     hold_sweep_seconds: float = 5.0
     card_expiry_sweep_seconds: float = 3600.0
     voucher_expiry_sweep_seconds: float = 3600.0  # vouchers past valid_to marked expired (refused before anyway)
+    segment_job_seconds: float = 86400.0  # every segment recomputed (0: never; run them on demand)
     tier_job_seconds: float = 86400.0  # tier reviews of every card (0: never; run them as a batch)
     discount_job_seconds: float = 86400.0  # discount levels recomputed (0: never; tills ask live)
     points_expiry_seconds: float = 3600.0  # expired points lots removed (0: never; run it on demand)

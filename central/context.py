@@ -22,6 +22,7 @@ from .services import (
 from .services.batching import GroupCommit
 from .services.loyalty import LoyaltyService
 from .services.loyalty_rules import RulesService
+from .services.segments import SegmentService
 from .services.sync import SyncService
 from .services.tiers import TierService
 from .services.vouchers import VoucherService
@@ -44,6 +45,7 @@ class Central:
     group: GroupCommit
     sync: SyncService
     vouchers: VoucherService
+    segments: SegmentService
     rules: RulesService
     loyalty: LoyaltyService
     tiers: TierService
@@ -53,6 +55,7 @@ class Central:
         central = cls._build(config)
         central.sync.loyalty = central.loyalty
         central.loyalty.after_receipt.append(central.tiers.review_card)  # immediate upgrades
+        central.cards.after_duplicate.append(central.loyalty.move_to_replacement)
         return central
 
     @classmethod
@@ -77,6 +80,7 @@ class Central:
             rules=rules,
             loyalty=LoyaltyService(db, ledger, rules),
             tiers=TierService(db, rules),
+            segments=SegmentService(db),
         )
 
     async def close(self) -> None:

@@ -56,6 +56,7 @@ TILL_ROUTES: dict[str, tuple[OperationKind, type[BaseModel], str]] = {
                       "Points become a discount on this receipt (offline within the programme's limits)"),
     "points/redeem/reverse": (K.POINTS_REDEEM_REVERSAL, la.ReverseBody, "Take a redemption back (online only)"),
     "rewards/redeem": (K.REWARD, la.RewardRedeemBody, "Spend points on a reward (online only)"),
+    "points/convert": (K.POINTS_CONVERT, la.ConvertBody, "Convert between points and e-money (online only)"),
 }
 
 # Loyalty questions the POS asks: central's answer when it gives one, else the store's own.

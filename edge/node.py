@@ -312,10 +312,13 @@ class EdgeNode:
             return {"card": mask(number), "found": False, "decline_code": DeclineCode.UNKNOWN_OFFLINE.value,
                     "decision": "offline"}
         spec = specs.get(row.programme)
-        return {"card": mask(number), "found": True, "state": row.state, "programme": row.programme,
-                "currency": spec.currency if spec else None, "balance": row.balance, "held": row.held,
-                "available": row.balance - row.held,
-                "expires_on": row.expires_on.isoformat() if row.expires_on else None, "decision": "offline"}
+        answer = {"card": mask(number), "found": True, "state": row.state, "programme": row.programme,
+                  "currency": spec.currency if spec else None, "balance": row.balance, "held": row.held,
+                  "available": row.balance - row.held,
+                  "expires_on": row.expires_on.isoformat() if row.expires_on else None, "decision": "offline"}
+        if row.points is not None:  # a loyalty card: points and tier as central last shipped them
+            answer.update(points=row.points, tier=row.tier)
+        return answer
 
     # -- offline -----------------------------------------------------------------------------------
 
@@ -666,6 +669,9 @@ class EdgeNode:
 
     async def _off_reward(self, conn, ctx: _Context, op: TillOp) -> _Offline:
         return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "rewards are redeemed only while central answers"))
+
+    async def _off_points_convert(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "points and e-money convert only while central answers"))
 
     async def local_loyalty(self, number: str, what: str) -> dict[str, Any]:
         """The store's own answer to a points, discount-level or segments question (central unreachable)."""

@@ -113,8 +113,9 @@ class World:
         assert result["approved"], result
         return number
 
-    async def loyalty_cards(self, count: int = 20, store: str = "S1") -> list[str]:
-        """Active cards of loyalty programme LOYAL (created on first use), sold at ``store`` with 1.00 of e-money."""
+    async def loyalty_cards(self, count: int = 20, store: str = "S1", sell: bool = True) -> list[str]:
+        """Cards of loyalty programme LOYAL (created on first use) in a pack at ``store``, sold there with 1.00 of
+        e-money unless ``sell`` is False."""
         if not await self.count("programmes", "code = 'LOYAL'"):
             await self.admin("POST", "/api/v1/admin/programmes", LOYAL)
         central = self.central
@@ -125,7 +126,7 @@ class World:
             numbers = [r["card_number"] for r in csv.DictReader(f)]
         pack = await self.admin("POST", "/api/v1/admin/packs", {"numbers": numbers, "store_code": store})
         await self.admin("POST", f"/api/v1/admin/packs/{pack['id']}/authorize")
-        for number in numbers:
+        for number in numbers if sell else ():
             assert (await self.till("sale", store=store, card_number=number, amount=100))["approved"]
         return numbers
 

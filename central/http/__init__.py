@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (importing registers the routes)
     customers_api,
     loyalty_api,
     pin_api,
+    segments_api,
     sync_api,
     system,
     tiers_api,

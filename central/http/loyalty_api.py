@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AwareDatetime, Field
@@ -74,6 +74,13 @@ class ReverseBody(TillBase):
 class RewardRedeemBody(TillBase):
     card_number: CardNumber
     reward: Code
+
+
+class ConvertBody(TillBase):
+    card_number: CardNumber
+    direction: Literal["to_emoney", "to_points"]
+    amount: Annotated[int, Field(strict=True, gt=0, le=10**12,
+                                 description="to_emoney: points to cash in; to_points: minor units to spend")]
 
 
 class AddReceiptBody(Model):
@@ -174,6 +181,15 @@ async def till_reward(call: Call):
     b = call.body
     return _answer(await call.central.loyalty.redeem_reward(b.txn_id, b.card_number, b.reward, _till_origin(call),
                                                             _payload(b)))
+
+
+@route("POST", "/api/v1/till/points/convert",
+       summary="Convert between the card's points and its e-money at the programme's rates",
+       tag="loyalty", auth="till", body=ConvertBody, responses=_DECIDED)
+async def till_convert(call: Call):
+    b = call.body
+    return _answer(await call.central.loyalty.convert(b.txn_id, b.card_number, b.direction, b.amount,
+                                                      _till_origin(call), _payload(b)))
 
 
 # -- head office: rules ------------------------------------------------------------------------------

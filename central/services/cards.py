@@ -50,6 +50,9 @@ class TransactionQuery:
 class CardService:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        # Called in a duplicate's transaction with (conn, old card, new card, now): the ledger lines
+        # they add move what else the card carries (loyalty's points).
+        self.after_duplicate: list = []
 
     async def _state_change(self, number: str, kind: OperationKind, event: CardEvent, origin: Origin,
                             op_id: uuid.UUID, reason: str) -> dict[str, Any]:
@@ -111,6 +114,8 @@ class CardService:
                 out.entries.append(self.ledger.entry(old, EntryKind.TRANSFER_OUT, -moved))
                 out.entries.append(self.ledger.entry(new, EntryKind.TRANSFER_IN, moved))
             out.extra["replaced_card"] = mask(old.number)
+            for hook in self.after_duplicate:  # loyalty: points, tier and the customer go along
+                out.entries += await hook(conn, old, new, now)
             return out
 
         result, _ = await self.ledger.execute(op_id=op_id, kind=OperationKind.DUPLICATE,

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import CardState, DeclineCode, EntryKind, InvalidInput, OperationKind, ProgrammeKind
 from core.loyalty import Lot, MovementKind, PointsBook, PointsChange, PointsMovement, PointsPolicy, Receipt, ReceiptLine
 from core.loyalty.plan import BonusKind, LoyaltyPlan
-from core.loyalty.tiers import RedemptionMethod, redemption
+from core.loyalty.tiers import RedemptionMethod, emoney_to_points, points_to_emoney, redemption
 
 from ..db import Database
 from ..db.tables import (
@@ -466,6 +466,81 @@ class LoyaltyService:
         if owed:
             out.extra["points_owed"] = owed
         return out, (["points_overdrawn"] if owed else [])
+
+    # -- a lost card replaced -----------------------------------------------------------------------
+
+    async def move_to_replacement(self, conn: AsyncConnection, old: CardRow, new: CardRow,
+                                  now: datetime) -> list[PendingEntry]:
+        """A duplicate's loyalty side: the lots (with their dates), the debt, the tier and discount level, the
+        first purchase and the customer move to the replacement; the points balance moves by a transfer pair.
+        Nothing happens for a card that never had points or loyalty state."""
+        if old.programme.kind is not ProgrammeKind.LOYALTY:
+            return []
+        has = (await conn.execute(sa.select(accounts.c.id).where(accounts.c.card_id == old.id,
+                                                                 accounts.c.kind == POINTS))).first()
+        customer = (await conn.execute(sa.select(cards.c.customer_id).where(cards.c.id == old.id))).scalar()
+        if customer is not None:
+            await conn.execute(sa.update(cards).where(cards.c.id == new.id).values(customer_id=customer))
+        if has is None:
+            return []
+        source, target = await self._load(conn, old), await self._load(conn, new)
+        state = (await conn.execute(sa.select(loyalty_cards).where(loyalty_cards.c.card_id == old.id))).one()
+        await conn.execute(sa.update(points_lots).where(points_lots.c.card_id == old.id).values(card_id=new.id))
+        await conn.execute(sa.update(loyalty_cards).where(loyalty_cards.c.card_id == new.id).values(
+            tier=state.tier, tier_since=state.tier_since, discount_bps=state.discount_bps,
+            points_debt=state.points_debt + target.book.debt, master_card_id=state.master_card_id,
+            first_purchase_at=state.first_purchase_at, updated_at=now))
+        await conn.execute(sa.update(loyalty_cards).where(loyalty_cards.c.card_id == old.id).values(
+            points_debt=0, updated_at=now))
+        moved = source.balance
+        if not moved:
+            return []
+        return [PendingEntry(old.id, source.account_id, EntryKind.TRANSFER_OUT, -moved, 0, 0, POINTS_CURRENCY),
+                PendingEntry(new.id, target.account_id, EntryKind.TRANSFER_IN, moved, 0, target.balance + moved,
+                             POINTS_CURRENCY)]
+
+    # -- e-money and points ------------------------------------------------------------------------
+
+    async def convert(self, op_id: uuid.UUID, number: str, direction: str, amount: int, origin: Origin,
+                      payload: dict[str, Any]) -> tuple[dict, bool]:
+        """Between a card's points and its e-money at the plan's rates: ``to_emoney`` cashes in up to ``amount``
+        points, ``to_points`` buys points with up to ``amount`` minor units; the side credited is floored and the
+        side debited is the least that pays for it (a conversion never favours the customer)."""
+        if direction not in ("to_emoney", "to_points"):
+            raise InvalidInput("direction is to_emoney or to_points")
+
+        async def handler(conn: AsyncConnection, op: uuid.UUID, now: datetime) -> Outcome:
+            loyal = await self._loyal_card(conn, number)
+            if isinstance(loyal, Outcome):
+                return loyal
+            card = loyal.card
+            _, plan = await self._plan(conn, card)
+            if plan is None or plan.emoney_rates is None:
+                return card_declined(card, DeclineCode.REDEMPTION_NOT_ALLOWED, "the programme converts nothing")
+            await self.ledger.ensure_account(conn, card)
+            if direction == "to_emoney":
+                deal = points_to_emoney(amount, plan.emoney_rates)
+                available = loyal.book.balances(now).available
+                if deal.points > available or not deal.minor:
+                    return card_declined(card, DeclineCode.INSUFFICIENT_POINTS, f"{available} points available")
+                change = loyal.book.spend(deal.points, now, reference=str(op))
+                lines = await self._apply(conn, loyal, change, op, None, lambda m: EntryKind.CONVERSION)
+                lines.append(self.ledger.entry(card, EntryKind.CONVERSION, deal.minor))
+            else:
+                deal = emoney_to_points(amount, plan.emoney_rates)
+                if deal.minor > card.balance - card.held or not deal.points:
+                    return card_declined(card, DeclineCode.INSUFFICIENT_FUNDS,
+                                         f"{card.balance - card.held} of e-money available")
+                lines = [self.ledger.entry(card, EntryKind.CONVERSION, -deal.minor)]
+                change = loyal.book.earn(str(op), deal.points, now, plan.points)
+                lines += await self._apply(conn, loyal, change, op, None, lambda m: EntryKind.CONVERSION)
+            out = Outcome(True, card, deal.minor, entries=lines)
+            out.extra = {"direction": direction, "points_converted": deal.points, "emoney": deal.minor,
+                         "points": self._points_view(loyal, now)}
+            return out
+
+        return await self.ledger.execute(op_id=op_id, kind=K.POINTS_CONVERT, payload=payload, origin=origin,
+                                         handler=handler)
 
     # -- credits the server or staff make ----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from core import (
     EntryKind,
     InvalidInput,
     OperationKind,
+    ProgrammeKind,
     decide_credit,
     decide_debit,
     decide_sale,
@@ -32,6 +33,7 @@ from core.pin import PIN_BLOCK_SIZE, pin_from_block
 
 from ..db.tables import cards, entries, holds, operations, programmes
 from .ledger import CardRow, Ledger, Origin, Outcome, card_declined, mask, unknown_card
+from .loyalty import loyalty_snapshots
 from .pins import MAX_PIN_TRIES, hash_pin, pin_matches
 
 __all__ = ["TillRequest", "TillService", "TILL_OPERATIONS", "PinCheckNeeded"]
@@ -125,9 +127,12 @@ class TillService:
         """Balance inquiry: a read, not an operation (nothing is recorded)."""
         async with self.ledger.db.reader() as conn:
             card = await self.ledger.lock_card(conn, number=card_number, lock=False)
-        if card is None:
-            return {"card": mask(card_number), "found": False, "decline_code": DeclineCode.UNKNOWN_CARD.value}
-        return card_summary(card)
+            if card is None:
+                return {"card": mask(card_number), "found": False, "decline_code": DeclineCode.UNKNOWN_CARD.value}
+            summary = card_summary(card)
+            if card.programme.kind is ProgrammeKind.LOYALTY:  # points and tier, as price checkers show them
+                summary.update((await loyalty_snapshots(conn, [card.id])).get(card.id, {}))
+        return summary
 
     # -- PINs ------------------------------------------------------------------------------------
 

@@ -286,3 +286,47 @@ async def test_malformed_receipts_are_refused_with_a_json_error_and_change_nothi
         assert resp.status == 422
         assert (await resp.json())["error"]["code"]
     assert await world.count("receipts") == 0
+
+
+async def test_a_replacement_card_keeps_the_points_their_dates_the_tier_and_the_customer(world, loyal):
+    await world.admin("POST", "/api/v1/admin/loyalty/plans", plan(tiers=TIERS, lifetime_days=30))
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes", scheme("BASE"))
+    customer = await world.admin("POST", "/api/v1/admin/customers", {
+        "request_id": txn(), "first_name": "Lost", "last_name": "Card", "phone": "+441234500001",
+        "card_number": loyal[0]})
+    await receipt(world, loyal[0], line("A", 12_000))
+    before = await world.admin("GET", f"/api/v1/admin/cards/{loyal[0]}/loyalty")
+    [spare] = await world.loyalty_cards(1, sell=False)  # the replacement comes from the store's stock
+    await world.admin("POST", f"/api/v1/admin/cards/{loyal[0]}/duplicate",
+                      {"new_card_number": spare, "request_id": txn()})
+    after = await world.admin("GET", f"/api/v1/admin/cards/{spare}/loyalty")
+    assert (after["balance"], after["available"], after["tier"]) == (120, 120, before["tier"])
+    assert [lot["expires_at"] for lot in after["lots"]] == [lot["expires_at"] for lot in before["lots"]]
+    assert (await world.till("points", card_number=loyal[0]))["balance"] == 0
+    bound = await world.admin("GET", f"/api/v1/admin/customers/{customer['id']}")
+    assert spare in [c["number"] if isinstance(c, dict) else c for c in bound["cards"]]
+    await world.ledger_consistent()
+
+
+async def test_points_and_e_money_convert_at_the_plans_rates_never_in_the_customers_favour(world, loyal):
+    await world.admin("POST", "/api/v1/admin/loyalty/plans", plan(
+        emoney_to_points={"points": 1, "minor": 1}, points_to_emoney={"points": 3, "minor": 1}))
+    await world.admin("POST", f"/api/v1/admin/cards/{loyal[0]}/points/adjust",
+                      {"request_id": txn(), "points": 1000, "reason": "test"})
+    cashed = await world.till("points/convert", card_number=loyal[0], direction="to_emoney", amount=1000)
+    assert (cashed["points_converted"], cashed["emoney"]) == (999, 333)  # 1 point stays: it buys no cent
+    assert cashed["balance"] == 100 + 333 and cashed["points"]["available"] == 1
+    bought = await world.till("points/convert", card_number=loyal[0], direction="to_points", amount=50)
+    assert (bought["points_converted"], bought["emoney"], bought["balance"]) == (50, 50, 383)
+    broke = await world.till("points/convert", card_number=loyal[0], direction="to_points", amount=10_000)
+    assert broke["decline_code"] == "insufficient_funds"
+    await world.ledger_consistent()
+
+
+async def test_a_balance_inquiry_on_a_loyalty_card_shows_points_and_tier(world, loyal):
+    await world.admin("POST", "/api/v1/admin/loyalty/plans", plan(tiers=TIERS))
+    await world.admin("POST", f"/api/v1/admin/cards/{loyal[0]}/points/adjust",
+                      {"request_id": txn(), "points": 75, "reason": "test"})
+    await receipt(world, loyal[0], line("A", 100))
+    balance = await world.till("balance", card_number=loyal[0])
+    assert (balance["balance"], balance["points"], balance["tier"]) == (100, 75, "BRONZE")
