@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -73,7 +74,11 @@ async def seed_demo(config: CentralConfig) -> dict:
                 "number_prefix": "6035", "number_length": 16, "min_amount": 1000, "max_amount": 50000,
                 "topup_allowed": True, "max_balance": 100000, "hold_expiry_policy": "clarify",
                 "pin_required": True})
-            for programme in ("GIFT", "FLEX"):
+            await create_programme(conn, {
+                "code": "LOYAL", "name": "Loyalty Card", "kind": "loyalty", "currency": "EUR",
+                "number_prefix": "7001", "number_length": 16, "min_amount": 100, "max_amount": 50000,
+                "topup_allowed": True})
+            for programme in ("GIFT", "FLEX", "LOYAL"):
                 await central.sync.set_limits(conn, programme, FLOOR_LIMIT, CARD_AMOUNT, CARD_COUNT)
             await central.admin.create_store(conn, DEMO_STORE, "Demo Store Downtown")
             await central.sync.set_budget(conn, DEMO_STORE, STORE_BUDGET, "EUR")
@@ -85,8 +90,11 @@ async def seed_demo(config: CentralConfig) -> dict:
             website = await central.admin.create_terminal(conn, "web", "website", None)
             gift_issue = await central.issuing.start_issue(conn, "GIFT", 100, "demo")
             flex_issue = await central.issuing.start_issue(conn, "FLEX", 50, "demo")
+            loyal_issue = await central.issuing.start_issue(conn, "LOYAL", 50, "demo")
+        for kind, body in (("plan", DEMO_PLAN), *(("scheme", scheme) for scheme in demo_schemes())):
+            await central.rules.publish(kind, body, "demo")
         packs = []
-        for issue_id in (gift_issue, flex_issue):
+        for issue_id in (gift_issue, flex_issue, loyal_issue):
             await central.issuing.run_issue(issue_id)
             with open(central.issuing.production_path(issue_id), newline="") as f:
                 stock = [row for _, row in zip(range(20), csv.DictReader(f))]
@@ -96,14 +104,38 @@ async def seed_demo(config: CentralConfig) -> dict:
                 packs.append(await central.issuing.authorize_pack(conn, pack["id"]))
             if issue_id == gift_issue:
                 first, second = stock[0], stock[1]
-            else:
+            elif issue_id == flex_issue:
                 flex = stock[0]
+            else:
+                loyal, loyal_tour = stock[0], stock[1]
         await CatalogueService(central.db).import_csv(DEMO_CATALOGUE, actor="demo", source="demo-catalogue.csv")
         staff = await central.admin.login("admin", DEMO_PASSWORD)
         return {"till_token": till["token"], "web_token": website["token"], "card": first["card_number"],
                 "ecode": first["ecode"], "packs": packs, "store_secret": secret["secret"],
                 "staff_token": staff["token"], "kiosk_token": kiosk["token"], "tour_card": second["card_number"],
-                "flex_card": flex["card_number"]}
+                "flex_card": flex["card_number"], "loyalty_card": loyal["card_number"],
+                "loyalty_tour_card": loyal_tour["card_number"]}
+
+
+# The loyalty programme's plan: Bronze and Gold on a year's turnover, 1 point = 1 cent when redeemed (at most
+# a fifth of a receipt at Bronze, half at Gold), points live two years, 100 points for a registration.
+DEMO_PLAN = {
+    "programme": "LOYAL", "combination": "sum", "lifetime_days": 730, "bonuses": {"registration": 100},
+    "tiers": {"basis": "turnover", "period_days": 365, "anchor": "2026-01-01T00:00:00Z", "tiers": [
+        {"code": "BRONZE", "rank": 1, "threshold": 0, "max_redemption_bps": 2000},
+        {"code": "GOLD", "rank": 2, "threshold": 100000, "max_redemption_bps": 5000}]}}
+
+
+def demo_schemes() -> list[dict]:
+    """1 point per euro; 5 more per euro of coffee; the base doubled before 10 in the morning."""
+    start = datetime.now(UTC).isoformat()
+    return [
+        {"code": "BASE", "version": 1, "valid_from": start, "priority": 1,
+         "rule": {"type": "per_value", "points": 1, "per": 100, "currency": "EUR"},
+         "multipliers": [{"basis_points": 20000, "time_from": "06:00:00", "time_to": "10:00:00"}]},
+        {"code": "COFFEE", "version": 1, "valid_from": start, "priority": 2,
+         "rule": {"type": "per_value", "points": 5, "per": 100, "currency": "EUR"},
+         "criteria": {"item_groups": ["COFFEE"]}}]
 
 
 class _DemoAccessLogger(AccessLogger):
@@ -208,6 +240,11 @@ def _instructions(data_dir: Path, central: str, edge: str, pid: int, seeded: dic
         return json.dumps({"txn_id": str(uuid.uuid4()), "card_number": card, "amount": amount})
 
     till = f'-H "Authorization: Bearer {seeded["till_token"]}" -H "Content-Type: application/json"'
+    loyalty_sale = json.dumps({"txn_id": str(uuid.uuid4()), "card_number": seeded["loyalty_card"], "amount": 500})
+    receipt = json.dumps({"txn_id": str(uuid.uuid4()), "card_number": seeded["loyalty_card"],
+                          "at": datetime.now(UTC).isoformat(timespec="seconds"), "currency": "EUR", "lines": [
+                              {"item": "5901234123457", "quantity": 1000, "value": 1999, "item_group": "COFFEE"},
+                              {"item": "96385074", "quantity": 1250, "value": 161, "item_group": "FRUIT"}]})
     balance = f"curl -s -X POST {edge}/api/v1/till/balance {till} -d '{{\"card_number\": \"{card}\"}}'"
     web_balance = (f'curl -s -X POST {central}/api/v1/web/balance -H "Authorization: Bearer {seeded["web_token"]}" \\\n'
                    f'       -H "Content-Type: application/json" '
@@ -220,7 +257,10 @@ Tessera demo — central and store {DEMO_STORE}'s edge node on embedded SQLite (
                 the store's tills talk to the edge; it syncs with central every {SYNC_SECONDS:.0f} s
   Staff login:  admin / {DEMO_PASSWORD}
   Store {DEMO_STORE} has packs of GIFT (25/50/100 EUR) and FLEX (open value, PIN) cards authorized for sale.
-  Offline limits (GIFT, FLEX): 25.00 EUR a payment, 50.00 EUR and {CARD_COUNT} payments a card; store budget 500.00 EUR.
+  Store {DEMO_STORE} also has LOYAL loyalty cards: 1 point per euro (5 more on coffee, double base points before
+  10:00), redeemed at 1 point = 1 cent within the tier's share of the receipt.
+  Offline limits (GIFT, FLEX, LOYAL): 25.00 EUR a payment, 50.00 EUR and {CARD_COUNT} payments a card;
+  store budget 500.00 EUR.
   Till {TILL} has a simulated barcode scanner, card reader and PIN pad on pseudo-terminals ({data_dir}/devices);
   a simulated price checker is on the edge's price checker port {price_port}.
 
@@ -267,6 +307,14 @@ sequence, backlog, offline exposure (the token shown is from a login the demo ma
   curl -s -X POST {central}/api/v1/auth/login -H "Content-Type: application/json" \\
        -d '{{"username": "admin", "password": "{DEMO_PASSWORD}"}}'
   curl -s {central}/api/v1/admin/sync/stores -H "Authorization: Bearer {seeded["staff_token"]}"
+
+A new loyalty customer gets card {seeded["loyalty_card"]} with 5.00 EUR of e-money, buys coffee and bananas with
+it: the receipt earns points (at the edge too when central is cut off: receipts commute and sync later), and
+the till asks the card's points:
+
+  curl -s -X POST {edge}/api/v1/till/sale {till} -d '{loyalty_sale}'
+  curl -s -X POST {edge}/api/v1/till/receipts {till} -d '{receipt}'
+  curl -s -X POST {edge}/api/v1/till/points {till} -d '{{"card_number": "{seeded["loyalty_card"]}"}}'
 
 Press Ctrl+C to stop (the edge, then central).
 """
@@ -339,6 +387,16 @@ async def _tour(edge_url: str, price_port: int, seeded: dict, devices: DemoDevic
         out.append(f"     Paying 10.00 EUR with it asks the PIN on the pad: "
                    f"{'approved' if paid['approved'] else paid['decline_code']}; with a wrong PIN: "
                    f"{'approved' if wrong['approved'] else wrong['decline_code']}.")
+        loyal = seeded["loyalty_tour_card"]
+        await cashier.sell(loyal, 500)
+        earned = await till.till("receipts", card_number=loyal, at=datetime.now(UTC).isoformat(), currency="EUR",
+                                 lines=[{"item": "5901234123457", "quantity": 2000, "value": 3998,
+                                         "item_group": "COFFEE"}])
+        redeemed = await till.till("points/redeem", card_number=loyal, receipt_total=1000, currency="EUR")
+        out.append(f"  5. Loyalty card {loyal} (sold with 5.00 EUR of e-money) buys two bags of coffee for 39.98 "
+                   f"EUR: it earns {earned['points_earned']} points ({earned['decision']}); on the next receipt, "
+                   f"10.00 EUR, {redeemed['points_redeemed']} points take {_money(redeemed['discount'])} off "
+                   f"(the tier's cap: {redeemed['limited_by'] == 'cap'}).")
     return "\n".join(out)
 
 

@@ -189,16 +189,18 @@ async def test_demo_prints_commands_that_work(tmp_path: Path):
         text = "".join(output).replace("\\\n", " ")
         central_pid = int(re.search(r"\(process (\d+)\)", text).group(1))
         commands = [c.strip() for c in text.splitlines() if c.strip().startswith(("curl ", "kill "))]
-        assert len(commands) == 12
+        assert len(commands) == 15
         edge, central = f"http://127.0.0.1:{edge_port}/", f"http://127.0.0.1:{port}/"
         (kiosk, sale, payment, balance, web, cut, offline_payment, offline_balance, heal, health, login,
-         stores) = commands
+         stores, loyalty_sale, receipt, points) = commands
         # The cashier's flow through the simulated devices ran before the banner.
         assert "sells it for 50.00 EUR: approved (online)" in text
         assert "approved, balance 37.50 EUR" in text
         assert "shows:  603400******" in text and "| 37.50 EUR" in text
         assert "Members: 1.99 EUR" in text
         assert "on the pad: approved" in text and "PIN on the pad: approved; with a wrong PIN: pin_incorrect" in text
+        assert re.search(r"it earns \d+ points \(online\); on the next receipt, 10.00 EUR, 200 points take 2.00 EUR "
+                         r"off \(the tier's cap: True\)", text), text
         assert all(edge in c for c in (sale, payment, balance, offline_payment, offline_balance, health))
         assert all(central in c for c in (web, login, stores))
         assert (cut, heal) == (f"kill -STOP {central_pid}", f"kill -CONT {central_pid}")
@@ -232,6 +234,11 @@ async def test_demo_prints_commands_that_work(tmp_path: Path):
             assert (await run_printed(session, login))["role"] == "admin"
             [store] = await run_printed(session, stores)
             assert (store["store"], store["acked_seq"]) == ("S001", 1) and store["last_contact_at"]
+            assert (await run_printed(session, loyalty_sale))["approved"]
+            earned = await run_printed(session, receipt)
+            assert earned["approved"] and earned["points_earned"] >= 19 * 6 and earned["decision"] == "online"
+            asked = await run_printed(session, points)
+            assert (asked["balance"], asked["decision"]) == (earned["points_earned"], "online")
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: the edge stops, then central
         assert proc.wait(timeout=30) == 0
         drain.join(timeout=10)
