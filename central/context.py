@@ -54,6 +54,7 @@ class Central:
     def open(cls, config: CentralConfig) -> Central:
         central = cls._build(config)
         central.sync.loyalty = central.loyalty
+        central.sync.vouchers = central.vouchers
         central.loyalty.after_receipt.append(central.tiers.review_card)  # immediate upgrades
         central.cards.after_duplicate.append(central.loyalty.move_to_replacement)
         return central

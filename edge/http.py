@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from central.http import loyalty_api as la
 from central.http import schemas as s
+from central.http import vouchers_api as va
 from central.http.routing import error_middleware_for
 from core import IdempotencyConflict, InvalidInput, OperationKind
 from drivers.transport import DeviceUnavailable
@@ -57,6 +58,9 @@ TILL_ROUTES: dict[str, tuple[OperationKind, type[BaseModel], str]] = {
     "points/redeem/reverse": (K.POINTS_REDEEM_REVERSAL, la.ReverseBody, "Take a redemption back (online only)"),
     "rewards/redeem": (K.REWARD, la.RewardRedeemBody, "Spend points on a reward (online only)"),
     "points/convert": (K.POINTS_CONVERT, la.ConvertBody, "Convert between points and e-money (online only)"),
+    "vouchers/redeem": (K.VOUCHER_REDEEM, va.RedeemBody, "Take an e-voucher off a basket (offline: only vouchers "
+                                                         "central shipped as takeable offline, with the card)"),
+    "vouchers/redeem/reverse": (K.VOUCHER_REDEEM_REVERSAL, va.ReverseBody, "Take a voucher use back (online only)"),
 }
 
 # Loyalty questions the POS asks: central's answer when it gives one, else the store's own.

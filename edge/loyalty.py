@@ -12,23 +12,26 @@ are answered from what central last shipped.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central.services.ledger import mask
-from core import DeclineCode, OfflineCard, OfflineLimits, OperationKind, decide_offline_debit
+from central.services.vouchers import LookupDecline, lookup_hash, parse_code
+from core import DeclineCode, Money, OfflineCard, OfflineLimits, OperationKind, decide_offline_debit
 from core.authorization import Decision, decline
 from core.loyalty import Receipt, ReceiptLine
 from core.loyalty.tiers import RedemptionMethod, redemption
+from core.loyalty.vouchers import Voucher, VoucherCard, VoucherDecline, VoucherKind, decide_voucher_offline
 from sync import LoyaltyDetail, ProgrammeSpec, ReceiptLineData
 from sync.loyalty import LoyaltyRules, RuleChange
 
-from .db.tables import cards, loyalty_rules, outbox, segment_members
+from .db.tables import cards, loyalty_rules, outbox, segment_members, vouchers
 
 __all__ = ["RulesCache", "receipt_offline", "return_offline", "redeem_offline", "unacked_points",
-           "segments_of", "points_view"]
+           "segments_of", "points_view", "voucher_offline"]
 
 log = logging.getLogger("tessera.edge.loyalty")
 K = OperationKind
@@ -125,6 +128,39 @@ async def redeem_offline(conn: AsyncConnection, rules: LoyaltyRules, spec: Progr
              "limited_by": decided.limited_by.value, "points": {"available": values["points"], "tier": row.tier,
                                                                 "estimate": True}}
     return Decision(True, decided.discount_minor), values, extra, LoyaltyDetail(points=decided.points)
+
+
+async def voucher_offline(conn: AsyncConnection, body: Any, now: datetime, budget: Any
+                          ) -> tuple[Decision, dict[str, Any], LoyaltyDetail | None, int | None]:
+    """A voucher taken while central is unreachable: only one central shipped as takeable offline (single use,
+    worth no more than the floor limit, not personal), not used here yet, with the customer's card presented
+    (the use is recorded against it), within the store's exposure budget. (decision, extras, detail, voucher id)"""
+    if body.card_number is None:
+        return decline(VoucherDecline.OFFLINE_NOT_ALLOWED, "offline, a voucher is taken only with the "
+                                                           "customer's card"), {}, None, None
+    code = parse_code(body.code)
+    if code is None:
+        return decline(LookupDecline.CODE_INVALID, "that is not a voucher code: check it"), {}, None, None
+    row = (await conn.execute(sa.select(vouchers).where(vouchers.c.lookup_hash == lookup_hash(code)))).first()
+    if row is None:
+        return decline(VoucherDecline.OFFLINE_NOT_ALLOWED, "this voucher needs central, which is unreachable"), {}, \
+            None, None
+    if row.used:
+        return decline(VoucherDecline.USED_UP, "this voucher was used already"), {}, None, None
+    voucher = Voucher(code=str(row.id), kind=VoucherKind(row.kind), value=row.value, currency=row.currency,
+                      valid_from=row.valid_from, valid_to=row.valid_to, min_basket=row.min_basket,
+                      card=row.card_number)
+    limits = OfflineLimits(floor_limit=row.value, card_amount=row.value, card_count=1)  # shipped as within them
+    decided = decide_voucher_offline(voucher, Money(body.currency, body.basket_total), now,
+                                     VoucherCard(body.card_number), limits)
+    if not decided.approved:
+        return Decision(False, 0, decided.code, decided.message), {}, None, None
+    if decided.discount_minor > budget.left or budget.currency != row.currency:
+        return decline(DeclineCode.OFFLINE_LIMIT, "the store's offline exposure budget is used up"), {}, None, None
+    extra = {"voucher_id": row.id, "hint": row.hint, "discount": decided.discount_minor, "currency": row.currency,
+             "uses_left": 0}
+    detail = LoyaltyDetail(voucher=row.id, basket_total=body.basket_total)
+    return Decision(True, decided.discount_minor), extra, detail, row.id
 
 
 _ENTRY_KIND = sa.func.json_extract(outbox.c.entry, "$.kind")

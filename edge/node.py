@@ -51,7 +51,7 @@ from sync import DEBIT_KINDS, OutboxEntry, ProgrammeSpec
 from . import local, loyalty
 from .config import EdgeConfig
 from .db import EdgeDatabase
-from .db.tables import cards, deny_list, holds, journal, number_blocks, outbox, sync_state
+from .db.tables import cards, deny_list, holds, journal, number_blocks, outbox, sync_state, vouchers
 
 __all__ = ["EdgeNode", "TillOp", "AuthError", "ISSUE"]
 
@@ -669,6 +669,19 @@ class EdgeNode:
 
     async def _off_reward(self, conn, ctx: _Context, op: TillOp) -> _Offline:
         return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "rewards are redeemed only while central answers"))
+
+    async def _off_voucher_redeem(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        budget = await ctx.budget(conn, op.get("currency"))
+        decision, extra, detail, voucher = await loyalty.voucher_offline(conn, op.body, ctx.now, budget)
+        row = await self._card(conn, ctx, op.get("card_number"))
+        if not decision.approved:
+            return _Offline(decision, row, currency=op.get("currency"))
+        return _Offline(decision, row, currency=op.get("currency"), extra=extra,
+                        statements=[sa.update(vouchers).where(vouchers.c.id == voucher).values(used=True)],
+                        entry={"kind": K.VOUCHER_REDEEM, "amount": decision.amount, "delta": 0, "loyalty": detail})
+
+    async def _off_voucher_redeem_reversal(self, conn, ctx: _Context, op: TillOp) -> _Offline:
+        return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "a voucher use is taken back only while central answers"))
 
     async def _off_points_convert(self, conn, ctx: _Context, op: TillOp) -> _Offline:
         return _Offline(decline(DeclineCode.OFFLINE_LIMIT, "points and e-money convert only while central answers"))

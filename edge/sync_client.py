@@ -57,6 +57,7 @@ from .db.tables import (
     store_settings,
     sync_state,
     tills,
+    vouchers,
 )
 from .loyalty import unacked_points
 from .node import EdgeNode
@@ -289,7 +290,8 @@ class SyncClient:
             want = tuple(sorted(code for code in specs if needs_block(blocks, code, self.config.block_low_water)))
             cursor = Cursor(deny_version=state.deny_version, card_feed=state.card_feed, watch_feed=state.watch_feed,
                             config_version=state.config_version, catalogue_version=catalogue_version,
-                            rules_version=rules_version, segment_version=state.segment_version)
+                            rules_version=rules_version, segment_version=state.segment_version,
+                            voucher_at=state.voucher_at, voucher_id=state.voucher_id)
             request = PullRequest(store=self.config.store, cursor=cursor,
                                   want_blocks=want if want != asked else (), watch=watch)
             response = await self._post(PULL, request, PullResponse)
@@ -349,6 +351,8 @@ class SyncClient:
                 watch_feed=max(state.watch_feed, r.cursor.watch_feed),
                 config_version=r.cursor.config_version, last_pull_at=now,
                 segment_version=max(state.segment_version, r.cursor.segment_version))
+            if r.cursor.voucher_at is not None:
+                values.update(voucher_at=r.cursor.voucher_at, voucher_id=r.cursor.voucher_id)
             if epoch_changed:
                 values.update(epoch=r.store.epoch, acked_seq=r.store.acked_seq, quarantined=False)
             await conn.execute(sa.update(sync_state).where(sync_state.c.id == 1).values(**values))
@@ -406,6 +410,16 @@ class SyncClient:
             await conn.execute(_INSERT_RULE, [
                 {"version": c.version, "kind": c.kind, "code": c.code, "revision": c.revision, "body": c.body,
                  "retired": c.retired, "at": c.at} for c in r.rules])
+        for v in r.vouchers:  # in the order they changed: the last word on a voucher wins
+            if not v.offline:
+                await conn.execute(sa.delete(vouchers).where(vouchers.c.id == v.id))
+                continue
+            used = (await conn.execute(sa.select(vouchers.c.used).where(vouchers.c.id == v.id))).scalar()
+            await conn.execute(sa.delete(vouchers).where(vouchers.c.id == v.id))
+            await conn.execute(sa.insert(vouchers).values(
+                id=v.id, lookup_hash=v.lookup_hash, hint=v.hint, kind=v.kind, value=v.value, currency=v.currency,
+                valid_from=v.valid_from, valid_to=v.valid_to, min_basket=v.min_basket, card_number=v.card_number,
+                used=bool(used)))
         for change in r.segments:  # in version order: the last word on a (card, segment) wins
             if change.member:
                 await conn.execute(_JOIN_SEGMENT, {"number": change.number, "segment": change.segment})

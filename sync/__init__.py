@@ -24,6 +24,7 @@ from .messages import (
     SegmentChange,
     StoreSettings,
     TillCredential,
+    VoucherSnapshot,
     decode,
     encode,
 )
@@ -31,7 +32,7 @@ from .protocol import accept_ack, backoff_delay, check_batch, contiguous_ack, ne
 from .signing import SignatureError, check_signature, derive_store_secret, read_signed, signed_headers
 
 __all__ = [
-    "DEBIT_KINDS", "LOYALTY_KINDS", "LoyaltyDetail", "ReceiptLineData", "SegmentChange",
+    "DEBIT_KINDS", "LOYALTY_KINDS", "LoyaltyDetail", "ReceiptLineData", "SegmentChange", "VoucherSnapshot",
     "MSGPACK", "PROTOCOL_VERSION", "SYNCED_KINDS", "BlockGrant", "CardSnapshot", "Cursor",
     "DenyChange", "EntryResult", "EntryStatus", "OutboxEntry", "ProgrammeSpec", "ProtocolError", "PullRequest",
     "PullResponse", "PushRequest", "PushResponse", "SignatureError", "StoreSettings", "TillCredential",

@@ -33,7 +33,7 @@ __all__ = [
     "PROTOCOL_VERSION", "ProtocolError", "Message", "OutboxEntry", "PushRequest", "EntryStatus", "EntryResult",
     "PushResponse", "Cursor", "PullRequest", "DenyChange", "CardSnapshot", "ProgrammeSpec", "BlockGrant",
     "TillCredential", "StoreSettings", "ProductChange", "PullResponse", "SYNCED_KINDS", "DEBIT_KINDS", "encode",
-    "LOYALTY_KINDS", "LoyaltyDetail", "ReceiptLineData", "SegmentChange",
+    "LOYALTY_KINDS", "LoyaltyDetail", "ReceiptLineData", "SegmentChange", "VoucherSnapshot",
     "decode", "MSGPACK",
 ]
 
@@ -50,12 +50,12 @@ Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 K = OperationKind
 # Operations an edge records locally and pushes: what it decided offline (or issued from its block).
 SYNCED_KINDS = (K.SALE, K.SALE_CANCEL, K.PAYMENT, K.PAYMENT_CANCEL, K.TOPUP, K.TOPUP_CANCEL, K.REFUND,
-                K.REFUND_CANCEL, K.STORE_ISSUE, K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM)
+                K.REFUND_CANCEL, K.STORE_ISSUE, K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM, K.VOUCHER_REDEEM)
 # Of those, the ones that take value off a card: they count against the offline limits (a points
 # redemption by the discount it gave).
-DEBIT_KINDS = (K.PAYMENT, K.SALE_CANCEL, K.TOPUP_CANCEL, K.REFUND_CANCEL, K.POINTS_REDEEM)
+DEBIT_KINDS = (K.PAYMENT, K.SALE_CANCEL, K.TOPUP_CANCEL, K.REFUND_CANCEL, K.POINTS_REDEEM, K.VOUCHER_REDEEM)
 # Loyalty's synced kinds carry their details in OutboxEntry.loyalty.
-LOYALTY_KINDS = (K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM)
+LOYALTY_KINDS = (K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM, K.VOUCHER_REDEEM)
 
 
 class ProtocolError(DomainError):
@@ -86,6 +86,8 @@ class LoyaltyDetail(Message):
     lines: Annotated[tuple[ReceiptLineData, ...], Field(max_length=10_000)] = ()
     returned: Annotated[tuple[tuple[int, int], ...], Field(max_length=10_000)] | None = None
     points: Annotated[int, Field(strict=True, ge=0, le=10**15)] = 0
+    voucher: Annotated[int, Field(strict=True, ge=1)] | None = None  # a voucher use: the voucher's id
+    basket_total: Minor | None = None  # ... and the basket it was used on
 
     def digest(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
@@ -167,11 +169,15 @@ class Cursor(Message):
     catalogue_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last product change applied
     rules_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last loyalty rule row applied
     segment_version: Annotated[int, Field(strict=True, ge=0)] = 0  # last segment membership change applied
+    # The voucher feed: the last (changed at, id) applied.
+    voucher_at: AwareDatetime | None = None
+    voucher_id: Annotated[int, Field(strict=True, ge=0)] = 0
 
     @model_serializer(mode="wrap")
     def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
         # Peers from before the catalogue (or loyalty) refuse unknown fields: until one is used, send none.
-        return _omit_defaults(handler(self), catalogue_version=0, rules_version=0, segment_version=0)
+        return _omit_defaults(handler(self), catalogue_version=0, rules_version=0, segment_version=0,
+                              voucher_at=None, voucher_id=0)
 
 
 class PullRequest(Message):
@@ -290,6 +296,25 @@ class SegmentChange(Message):
     version: Annotated[int, Field(strict=True, ge=1)]
 
 
+class VoucherSnapshot(Message):
+    """A voucher as it is now; ``offline`` False: the store must not take it offline (used, revoked, expired,
+    or more than a store may accept alone), and forgets it."""
+
+    id: Annotated[int, Field(strict=True, ge=1)]
+    lookup_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    hint: Annotated[str, Field(max_length=8)]
+    kind: str
+    value: Minor
+    currency: Currency
+    valid_from: AwareDatetime | None = None
+    valid_to: AwareDatetime | None = None
+    min_basket: Minor = 0
+    card_number: Number | None = None  # bound to this card
+    personal: bool = False  # bound to a customer: not taken offline (the store cannot tell their cards)
+    offline: bool
+    changed_at: AwareDatetime
+
+
 class PullResponse(Message):
     cursor: Cursor
     server_time: AwareDatetime
@@ -302,11 +327,12 @@ class PullResponse(Message):
     products: tuple[ProductChange, ...] = ()  # catalogue changes after the cursor, by version, a page at most
     rules: tuple[RuleChange, ...] = ()  # loyalty rule rows after the cursor, by version, a page at most
     segments: tuple[SegmentChange, ...] = ()  # segment membership changes after the cursor, a page at most
+    vouchers: tuple[VoucherSnapshot, ...] = ()  # vouchers changed after the cursor, a page at most
     more: bool = False  # the card feed, the catalogue or a loyalty feed was cut at a page: pull again
 
     @model_serializer(mode="wrap")
     def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
-        return _omit_defaults(handler(self), products=(), rules=(), segments=())
+        return _omit_defaults(handler(self), products=(), rules=(), segments=(), vouchers=())
 
 
 def _omit_defaults(data: dict, **defaults: object) -> dict:

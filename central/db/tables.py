@@ -645,6 +645,11 @@ vouchers = sa.Table(
     sa.Column("issued_by", sa.String(64), nullable=False),
     _created(),
     sa.Column("cancelled_at", UTCDateTime),
+    # What stores find a typed code by offline: an unkeyed SHA-256 of the code (75 random bits: not
+    # guessable from the hash), and when the row last changed (the feed of vouchers stores may take offline).
+    sa.Column("lookup_hash", sa.String(64), unique=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False, default=now, onupdate=now, server_default=sa.func.now(),
+              index=True),
 )
 
 # Rewards customers may take for points.

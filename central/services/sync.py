@@ -36,6 +36,7 @@ from core import (
     decide_sale,
     expiry_date,
 )
+from core.loyalty.vouchers import offline_allowed
 from sync import (
     DEBIT_KINDS,
     LOYALTY_KINDS,
@@ -55,6 +56,7 @@ from sync import (
     SignatureError,
     StoreSettings,
     TillCredential,
+    VoucherSnapshot,
     check_batch,
     check_signature,
     contiguous_ack,
@@ -84,6 +86,7 @@ from ..db.tables import (
     sync_nonces,
     sync_quarantine,
     terminals,
+    vouchers,
 )
 from .admin import Forbidden, NotFound, bump_config
 from .catalogue import catalogue_changes
@@ -102,6 +105,7 @@ from .ledger import (
 )
 from .loyalty import loyalty_snapshots
 from .offline import OVERDRAFT, list_card, listings, release_repaid, unlist_card, watch
+from .vouchers import offline_voucher_limits, voucher_of
 
 __all__ = ["SyncService", "SyncStore", "SKEW_SECONDS"]
 
@@ -205,6 +209,7 @@ class SyncService:
         self.page = page
         self._next_prune = 0.0
         self.loyalty: Any = None  # the LoyaltyService that applies synced receipts, returns and redemptions
+        self.vouchers: Any = None  # the VoucherService that applies vouchers taken offline
 
     # -- authentication ----------------------------------------------------------------------------
 
@@ -517,6 +522,8 @@ class SyncService:
             return self._reject(batch, entry, card, digest, flags, DeclineCode.ORIGINAL_MISMATCH,
                                 f"{entry.kind} without its loyalty details")
         origin = Origin("offline", batch.store.id, batch.tills.get(entry.till or ""))
+        if entry.kind == K.VOUCHER_REDEEM:
+            return await self._voucher_use(conn, batch, entry, card, digest, flags, origin)
         outcome, more = await self.loyalty.apply_synced(conn, entry, card, origin, batch.now)
         if not outcome.approved:
             return self._reject(batch, entry, card, digest, flags, outcome.code, outcome.message)
@@ -538,6 +545,54 @@ class SyncService:
             batch.exception("loyalty", entry, card.id, flags=more, **{
                 k: v for k, v in outcome.extra.items() if k in ("points_earned", "points_by_rules", "points_owed")})
         return decision
+
+    async def _voucher_use(self, conn: AsyncConnection, batch: _Batch, entry: OutboxEntry, card: CardRow,
+                           digest: str, flags: list[str], origin: Origin) -> _Decision:
+        """A voucher taken offline always posts (the goods left the store); what central would have refused
+        is flagged for head office (see VoucherService.apply_offline_use, which records the operation)."""
+        detail = entry.loyalty
+        if detail.voucher is None or detail.basket_total is None:
+            return self._reject(batch, entry, card, digest, flags, DeclineCode.ORIGINAL_MISMATCH,
+                                "a voucher use names its voucher and basket")
+        limits = await offline_voucher_limits(conn)
+        applied = await self.vouchers.apply_offline_use(
+            conn, txn_id=entry.txn_id, voucher_id=detail.voucher, store_id=batch.store.id,
+            discount=entry.amount, basket_total=detail.basket_total, currency=entry.currency,
+            terminal_id=origin.terminal_id, card_number=entry.card_number, at=entry.decided_at,
+            device_time=entry.device_time, limits=limits.get(entry.currency), now=batch.now)
+        more = list(applied.get("flags") or [])
+        batch.known[entry.txn_id] = _Known(entry.txn_id, entry.kind.value, True, card.id, entry.amount, digest,
+                                           "store", batch.store.id, False)
+        if more:
+            batch.exception("voucher", entry, card.id, flags=more, voucher=detail.voucher)
+        return _Decision(S.APPLIED if applied["status"] == "applied" else S.DUPLICATE, flags + more)
+
+    async def _voucher_feed(self, conn: AsyncConnection, cursor: Cursor, now: datetime
+                            ) -> tuple[list[VoucherSnapshot], datetime | None, int, bool]:
+        """Vouchers changed after the cursor, each saying whether a store may take it offline."""
+        after = cursor.voucher_at or datetime(1970, 1, 1, tzinfo=UTC)
+        rows = (await conn.execute(
+            sa.select(vouchers, cards.c.number.label("card_number"))
+            .select_from(vouchers.outerjoin(cards, cards.c.id == vouchers.c.card_id))
+            .where(sa.or_(vouchers.c.updated_at > after,
+                          sa.and_(vouchers.c.updated_at == after, vouchers.c.id > cursor.voucher_id)))
+            .order_by(vouchers.c.updated_at, vouchers.c.id).limit(self.page))).all()
+        if not rows:
+            return [], cursor.voucher_at, cursor.voucher_id, False
+        limits = await offline_voucher_limits(conn)
+        at, last = cursor.voucher_at, cursor.voucher_id
+        out = []
+        for r in rows:
+            if r.updated_at < now - SETTLE:
+                at, last = r.updated_at, r.id
+            eligible = (r.lookup_hash is not None and r.customer_id is None and r.state == "active" and r.uses == 0
+                        and (r.valid_to is None or r.valid_to > now) and r.currency in limits
+                        and offline_allowed(voucher_of(r), limits[r.currency]))
+            out.append(VoucherSnapshot(
+                id=r.id, lookup_hash=r.lookup_hash, hint=r.hint, kind=r.kind, value=r.value, currency=r.currency,
+                valid_from=r.valid_from, valid_to=r.valid_to, min_basket=r.min_basket, card_number=r.card_number,
+                personal=r.customer_id is not None, offline=eligible, changed_at=r.updated_at))
+        return out, at, last, len(rows) == self.page and (at, last) != (cursor.voucher_at, cursor.voucher_id)
 
     async def _activate(self, conn: AsyncConnection, card: CardRow, now: datetime) -> None:
         await self.ledger.ensure_account(conn, card)
@@ -717,14 +772,16 @@ class SyncService:
                                                                                  self.page)
             rules, rules_version, more_rules = await self._rules_feed(conn, cursor.rules_version, now)
             segments, segment_version, more_segments = await self._segment_feed(conn, cursor.segment_version, now)
+            vouchers_, voucher_at, voucher_id, more_vouchers = await self._voucher_feed(conn, cursor, now)
         return PullResponse(
             cursor=Cursor(deny_version=deny_version, card_feed=card_feed, watch_feed=watch_feed,
                           config_version=max(cursor.config_version, store.config_version),
                           catalogue_version=catalogue_version, rules_version=rules_version,
-                          segment_version=segment_version),
+                          segment_version=segment_version, voucher_at=voucher_at, voucher_id=voucher_id),
             server_time=now, store=self._settings(store), deny=tuple(deny), cards=tuple(snapshots),
             blocks=tuple(blocks), products=tuple(products), rules=tuple(rules), segments=tuple(segments),
-            more=more or more_products or more_rules or more_segments, **config)
+            vouchers=tuple(vouchers_), more=more or more_products or more_rules or more_segments or more_vouchers,
+            **config)
 
     async def _rules_feed(self, conn: AsyncConnection, after: int, now: datetime) -> tuple[list, int, bool]:
         """Loyalty rule rows after the cursor; the cursor moves only past settled rows (see SETTLE)."""

@@ -15,6 +15,7 @@ so concurrent redemptions never take more than ``max_uses``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -45,12 +46,12 @@ from core.money import Money
 from core.secrets import hash_ecode, new_ecodes
 
 from ..db import Database
-from ..db.tables import cards, customers, operations, vouchers
+from ..db.tables import cards, customers, operations, programmes, vouchers
 from .admin import NotFound, audit
 from .ledger import Ledger, Origin, Outcome, system_id
 
 __all__ = ["VoucherSpec", "RedeemRequest", "ReversalRequest", "VoucherService", "LookupDecline", "CODE_ALPHABET",
-           "new_codes", "parse_code", "format_code", "code_hash", "MAX_BATCH"]
+           "new_codes", "parse_code", "format_code", "code_hash", "lookup_hash", "MAX_BATCH"]
 
 log = logging.getLogger("tessera.vouchers")
 
@@ -95,6 +96,11 @@ def parse_code(text: str) -> str | None:
     if len(code) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
         return None
     return code if mod_37_36.is_valid(code, alphabet=CODE_ALPHABET) else None
+
+
+def lookup_hash(code: str) -> str:
+    """The unkeyed hash stores find a code by offline (of the code as stored; see :func:`parse_code`)."""
+    return hashlib.sha256(f"{_SUBJECT}:{code}".encode()).hexdigest()
 
 
 def format_code(code: str) -> str:
@@ -242,6 +248,22 @@ def _after_reversal(row: Any) -> tuple[int, str]:
     return back.uses, back.state.value
 
 
+def voucher_of(row: Any) -> Voucher:
+    """The domain voucher of a vouchers row (bound to no card: the binding is checked apart)."""
+    return _domain(row, None)
+
+
+async def offline_voucher_limits(conn: AsyncConnection) -> dict[str, OfflineLimits]:
+    """The limits vouchers are taken offline under, by currency: the strictest of the currency's programmes."""
+    limits: dict[str, OfflineLimits] = {}
+    for r in await conn.execute(sa.select(programmes.c.currency, programmes.c.floor_limit,
+                                          programmes.c.card_offline_amount, programmes.c.card_offline_count)):
+        new = OfflineLimits(r.floor_limit, r.card_offline_amount, r.card_offline_count)
+        old = limits.get(r.currency)
+        limits[r.currency] = new if old is None or new.floor_limit < old.floor_limit else old
+    return limits
+
+
 class VoucherService:
     """Issues, redeems, reverses, revokes and expires e-vouchers through the :class:`Ledger`."""
 
@@ -301,7 +323,8 @@ class VoucherService:
             targets = await self._targets(conn, card_numbers, customer_ids) + [(None, None, None)] * count
             codes = new_codes(len(targets))
             single = len(targets) == 1
-            rows = [dict(code_hash=hash_ecode(self.pepper, _SUBJECT, code), hint=code[-HINT_LENGTH:],
+            rows = [dict(code_hash=hash_ecode(self.pepper, _SUBJECT, code), lookup_hash=lookup_hash(code),
+                         hint=code[-HINT_LENGTH:], updated_at=now,
                          request_id=op_id if single else uuid.uuid5(op_id, str(i)), kind=spec.kind.value,
                          value=spec.value, currency=spec.currency, max_uses=spec.max_uses, uses=0,
                          valid_from=spec.valid_from, valid_to=spec.valid_to, min_basket=spec.min_basket,

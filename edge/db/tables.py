@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from central.db.tables import UTCDateTime
 
 __all__ = ["metadata", "sync_state", "programmes", "store_settings", "tills", "cards", "deny_list", "journal",
-           "outbox", "holds", "number_blocks", "products", "loyalty_rules", "segment_members"]
+           "outbox", "holds", "number_blocks", "products", "loyalty_rules", "segment_members", "vouchers"]
 
 metadata = sa.MetaData()
 
@@ -28,6 +28,8 @@ sync_state = sa.Table(
     sa.Column("last_pull_at", UTCDateTime),
     sa.Column("last_error", sa.Text),
     sa.Column("segment_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("voucher_at", UTCDateTime),  # the voucher feed's cursor: last (changed at, id) applied
+    sa.Column("voucher_id", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Programme rules and offline limits (sync.ProgrammeSpec as JSON), replaced whole when config moves.
@@ -171,4 +173,21 @@ segment_members = sa.Table(
     "segment_members", metadata,
     sa.Column("number", sa.String(19), primary_key=True),
     sa.Column("segment", sa.String(32), primary_key=True),
+)
+
+# Vouchers the store may take while central is unreachable (sync.VoucherSnapshot with offline true),
+# found by the unkeyed hash of the typed code; ``used``: taken here offline, waiting for central to know.
+vouchers = sa.Table(
+    "vouchers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("lookup_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(8), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("valid_from", UTCDateTime),
+    sa.Column("valid_to", UTCDateTime),
+    sa.Column("min_basket", sa.BigInteger, nullable=False),
+    sa.Column("card_number", sa.String(19)),
+    sa.Column("used", sa.Boolean, nullable=False, server_default=sa.false()),
 )

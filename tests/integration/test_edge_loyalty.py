@@ -6,6 +6,7 @@ The edge is the real app on a SQLite file, talking to a real central over HTTP t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -189,5 +190,71 @@ async def test_points_segments_and_discount_level_are_answered_offline(world, tm
         edge.heal()
         online = await edge.till("points", card_number=numbers[0])
         assert (online["decision"], online["balance"]) == ("online", 15)
+    finally:
+        await edge.close()
+
+
+async def _voucher(world, **fields) -> str:
+    issued = await world.admin("POST", "/api/v1/admin/vouchers", {
+        "request_id": str(uuid.uuid4()), "kind": "value", "value": 1000, "currency": "EUR", **fields})
+    return issued["code"]
+
+
+async def test_vouchers_central_ships_are_taken_offline_once_and_the_use_reaches_central(world, tmp_path):
+    edge, numbers = await _setup(world, tmp_path)
+    try:
+        code = await _voucher(world)
+        percent = await _voucher(world, kind="percent", value=1000)
+        big = await _voucher(world, value=9000)  # above the 50.00 floor limit: central only
+        await asyncio.sleep(0.05)
+        await edge.sync()
+        assert [r.value for r in await edge.rows("SELECT value FROM vouchers")] == [1000]
+        edge.cut()
+        taken = await edge.till("vouchers/redeem", code=code, basket_total=5000, currency="EUR",
+                                card_number=numbers[0])
+        assert (taken["decision"], taken["approved"], taken["discount"]) == ("offline", True, 1000)
+        again = await edge.till("vouchers/redeem", code=code, basket_total=5000, currency="EUR",
+                                card_number=numbers[0])
+        assert again["decline_code"] == "voucher_used_up"
+        for other in (percent, big):
+            refused = await edge.till("vouchers/redeem", code=other, basket_total=50000, currency="EUR",
+                                      card_number=numbers[0])
+            assert refused["decline_code"] == "voucher_offline_not_allowed"
+        anonymous = await edge.till("vouchers/redeem", code=code, basket_total=5000, currency="EUR")
+        assert anonymous["decline_code"] == "voucher_offline_not_allowed"
+        mistyped = await edge.till("vouchers/redeem", code=code[:-1] + ("2" if code[-1] != "2" else "3"),
+                                   basket_total=5000, currency="EUR", card_number=numbers[0])
+        assert mistyped["decline_code"] == "voucher_code_invalid"
+        edge.heal()
+        assert (await edge.sync()).pushed == 1
+        online = await world.till("vouchers/redeem", code=code, basket_total=5000, currency="EUR")
+        assert online["decline_code"] == "voucher_used_up"  # central has the store's use
+        async with world.central.db.connect() as conn:
+            recorded = (await conn.execute(sa.select(operations.c.kind, operations.c.amount, operations.c.approved)
+                                           .where(operations.c.id == uuid.UUID(taken["txn_id"])))).one()
+        assert tuple(recorded) == ("voucher_redeem", 1000, True)
+        await edge.sync()
+        assert await edge.rows("SELECT id FROM vouchers") == []  # used: no longer takeable offline
+    finally:
+        await edge.close()
+
+
+async def test_a_voucher_used_online_elsewhere_and_offline_here_posts_and_is_flagged(world, tmp_path):
+    edge, numbers = await _setup(world, tmp_path)
+    try:
+        code = await _voucher(world)
+        await edge.sync()
+        edge.cut()
+        taken = await edge.till("vouchers/redeem", code=code, basket_total=5000, currency="EUR",
+                                card_number=numbers[0])
+        assert taken["approved"]
+        elsewhere = await world.till("vouchers/redeem", store="S2", code=code, basket_total=5000, currency="EUR")
+        assert elsewhere["approved"]
+        edge.heal()
+        await edge.sync()
+        async with world.central.db.connect() as conn:
+            flags = (await conn.execute(sa.select(sync_exceptions.c.details).where(
+                sync_exceptions.c.kind == "voucher"))).scalars().all()
+        assert flags and "voucher_used_up" in flags[0]["flags"]
     finally:
         await edge.close()
