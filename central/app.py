@@ -53,8 +53,9 @@ def create_app(config: CentralConfig, *, migrate: bool = True) -> web.Applicatio
                           id="expire-holds", max_instances=1, coalesce=True)
         scheduler.add_job(central.cards.expire_cards, "interval", seconds=config.card_expiry_sweep_seconds,
                           id="expire-cards", max_instances=1, coalesce=True)
-        scheduler.add_job(central.vouchers.expire_due, "interval", seconds=config.voucher_expiry_sweep_seconds,
-                          id="expire-vouchers", max_instances=1, coalesce=True)
+        if config.voucher_expiry_sweep_seconds > 0:
+            scheduler.add_job(central.vouchers.expire_due, "interval", seconds=config.voucher_expiry_sweep_seconds,
+                              id="expire-vouchers", max_instances=1, coalesce=True)
         if config.segment_job_seconds > 0:  # runs of one segment are serialised; a repeat changes nothing
             scheduler.add_job(central.segments.run_all, "interval", seconds=config.segment_job_seconds,
                               id="segments", max_instances=1, coalesce=True)

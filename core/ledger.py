@@ -57,6 +57,8 @@ class OperationKind(StrEnum):
     VOUCHER_REDEEM = "voucher_redeem"
     VOUCHER_REDEEM_REVERSAL = "voucher_redeem_reversal"  # the till takes a voucher use back
     VOUCHER_REVOKE = "voucher_revoke"  # head office withdraws a voucher
+    POOL_JOIN = "pool_join"  # a card starts spending a master card's e-money
+    POOL_LEAVE = "pool_leave"
 
 
 # A cancellation names the operation it compensates; this is which kind it may name.

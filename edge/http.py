@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from central.http import customers_api as ca
 from central.http import loyalty_api as la
 from central.http import schemas as s
 from central.http import vouchers_api as va
@@ -164,6 +165,30 @@ def _till_inquiry(what: str):
     return handle
 
 
+# Till requests only central can answer (customer registration checks uniqueness chain-wide): forwarded as
+# they are; while central is unreachable the till gets a 503 it can retry later.
+ONLINE_ONLY: dict[str, str] = {
+    "customers": "Register a customer at the till, optionally binding the card handed over (needs central)",
+}
+
+
+def _online_only(what: str):
+    async def handle(request: web.Request) -> web.Response:
+        node = request.app[NODE]
+        authorization = request.headers.get("Authorization", "")
+        await node.till_for(authorization)
+        raw = await request.read()
+        answer = None if node.central_down else await node._forward(f"/api/v1/till/{what}", raw, authorization)
+        if answer is None:
+            return web.json_response({"error": {"code": "central_unreachable", "message": (
+                "central does not answer: try again later")}}, status=503)
+        status, data = answer
+        return web.json_response(data, status=status)
+
+    handle.__name__ = f"till_{what}"
+    return handle
+
+
 async def till_devices(request: web.Request) -> web.Response:
     """This till's devices and whether each is connected."""
     till = await request.app[NODE].till_for(request.headers.get("Authorization", ""))
@@ -247,6 +272,7 @@ def build_openapi() -> dict[str, Any]:
     routes = [(p, kind.value, model, summary) for p, (kind, model, summary) in TILL_ROUTES.items()]
     routes.append(("balance", "balance", s.BalanceBody, "Balance inquiry"))
     routes += [(what, what.replace("-", "_"), la.CardBody, summary) for what, summary in INQUIRIES.items()]
+    routes += [(what, what, ca.CardRegistrationBody, summary) for what, summary in ONLINE_ONLY.items()]
     for path, name, model, summary in routes:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
@@ -318,6 +344,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/till/balance", till_balance, name="till_balance")
     for what in INQUIRIES:
         app.router.add_post(f"/api/v1/till/{what}", _till_inquiry(what), name=f"till_{what.replace('-', '_')}")
+    for what in ONLINE_ONLY:
+        app.router.add_post(f"/api/v1/till/{what}", _online_only(what), name=f"till_{what}")
     app.router.add_get("/api/v1/till/devices", till_devices, name="till_devices")
     app.router.add_get("/api/v1/till/events", till_events, name="till_events")
     app.router.add_post("/api/v1/till/pinpad/display", pad_display, name="pad_display")

@@ -79,7 +79,8 @@ def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, b
         values["points"] = row.points + earning.total  # spendable at once when nothing pends
     awards = [{"line": a.line, "scheme": a.scheme, "version": a.version, "points": a.points} for a in earning.awards]
     detail = LoyaltyDetail(at=body.at, lines=tuple(ReceiptLineData(**line.model_dump()) for line in body.lines),
-                           points=earning.total)
+                           points=earning.total,
+                           awards=tuple((a.line, a.scheme, a.version, a.points) for a in earning.awards))
     extra = {"points_earned": earning.total, "awards": awards, "bonus": None}
     return Decision(True, receipt.value), values, extra, detail
 
@@ -101,6 +102,8 @@ async def redeem_offline(conn: AsyncConnection, rules: LoyaltyRules, spec: Progr
     if spec is None or spec.kind != "loyalty" or row is None or row.points is None:
         return (decline(DeclineCode.UNKNOWN_OFFLINE, "central is unreachable and this store does not know the "
                                                      "card's points"), {}, {}, None)
+    if row.state != "active":
+        return decline(DeclineCode.NOT_ACTIVE, f"card is {row.state}"), {}, {}, None
     if body.currency != spec.currency:
         return decline(DeclineCode.CURRENCY_MISMATCH, f"the card's programme is in {spec.currency}"), {}, {}, None
     plan = rules.plan(spec.code)

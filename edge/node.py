@@ -70,6 +70,10 @@ _DENIED = sa.select(deny_list.c.number).where(deny_list.c.number == sa.bindparam
 _INSERT_JOURNAL = sa.insert(journal)
 _INSERT_OUTBOX = sa.insert(outbox)
 _NEXT_SEQ = sa.update(sync_state).where(sync_state.c.id == 1)
+# Kinds central may decide while this store still has unsynced entries on the card: they do not read the
+# card's e-money, and points they spend that the store's offline redemptions also spent become a flagged debt.
+_ONLINE_WHEN_QUEUED = frozenset({K.RECEIPT, K.RECEIPT_RETURN, K.POINTS_REDEEM_REVERSAL, K.REWARD, K.VOUCHER_REDEEM,
+                                 K.VOUCHER_REDEEM_REVERSAL})
 
 
 class AuthError(DomainError):
@@ -225,7 +229,7 @@ class EdgeNode:
                 hold = await conn.execute(sa.select(holds.c.txn_id).where(holds.c.txn_id == str(original)))
                 if hold.first() is not None:
                     return number, True
-        if number is not None and await local.has_unacked(conn, number):
+        if number is not None and op.kind not in _ONLINE_WHEN_QUEUED and await local.has_unacked(conn, number):
             return number, True
         return number, False
 
@@ -274,6 +278,8 @@ class EdgeNode:
             # figures miss that, so keep it on top and keep counting it against the limits.
             values["balance"] += await local.unacked_deltas(conn, number)
             values["held"] += await local.pending_held(conn, number)
+            if "points" in values:
+                values["points"] -= (await loyalty.unacked_points(conn, [number])).get(number, 0)
             for name in ("offline_amount", "offline_count", "state", "expires_on"):
                 values.pop(name)
         known = (await conn.execute(_CARD, {"number": number})).first()

@@ -76,7 +76,6 @@ _KNOWN_CARDS = sa.select(cards.c.number).where(cards.c.number.in_(_NUMBERS))
 _UPDATE_CARD = sa.update(cards).where(cards.c.number == sa.bindparam("key"))
 _INSERT_CARD = sa.insert(cards)
 _CATALOGUE_VERSION = sa.select(sa.func.coalesce(sa.func.max(products.c.version), 0))
-_RULES_VERSION = sa.select(sa.func.coalesce(sa.func.max(loyalty_rules.c.version), 0))
 _INSERT_RULE = sqlite.insert(loyalty_rules).on_conflict_do_nothing(index_elements=[loyalty_rules.c.version])
 _JOIN_SEGMENT = sqlite.insert(segment_members).on_conflict_do_nothing()
 _LEAVE_SEGMENT = sa.delete(segment_members).where(segment_members.c.number == sa.bindparam("n"),
@@ -286,11 +285,10 @@ class SyncClient:
                 watch = tuple((await conn.execute(sa.select(cards.c.number).where(cards.c.watch)
                                                   .limit(5000))).scalars())
                 catalogue_version = (await conn.execute(_CATALOGUE_VERSION)).scalar_one()
-                rules_version = (await conn.execute(_RULES_VERSION)).scalar_one()
             want = tuple(sorted(code for code in specs if needs_block(blocks, code, self.config.block_low_water)))
             cursor = Cursor(deny_version=state.deny_version, card_feed=state.card_feed, watch_feed=state.watch_feed,
                             config_version=state.config_version, catalogue_version=catalogue_version,
-                            rules_version=rules_version, segment_version=state.segment_version,
+                            rules_version=state.rules_version, segment_version=state.segment_version,
                             voucher_at=state.voucher_at, voucher_id=state.voucher_id)
             request = PullRequest(store=self.config.store, cursor=cursor,
                                   want_blocks=want if want != asked else (), watch=watch)
@@ -350,7 +348,8 @@ class SyncClient:
                 card_feed=max(state.card_feed, r.cursor.card_feed),
                 watch_feed=max(state.watch_feed, r.cursor.watch_feed),
                 config_version=r.cursor.config_version, last_pull_at=now,
-                segment_version=max(state.segment_version, r.cursor.segment_version))
+                segment_version=max(state.segment_version, r.cursor.segment_version),
+                rules_version=max(state.rules_version, r.cursor.rules_version))
             if r.cursor.voucher_at is not None:
                 values.update(voucher_at=r.cursor.voucher_at, voucher_id=r.cursor.voucher_id)
             if epoch_changed:

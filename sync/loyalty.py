@@ -304,11 +304,10 @@ class LoyaltyRules:
             self.version = max(self.version, row.version)
             if row.kind == RuleKind.SCHEME:
                 versions = schemes.setdefault(row.code, [])
-                if row.retired:
-                    if versions:
-                        end = datetime.fromisoformat(row.body["at"])
-                        last, _ = versions[-1]
-                        versions[-1] = (last, end)
+                if row.retired:  # from then on nothing of the code earns: later versions never start
+                    end = datetime.fromisoformat(row.body["at"])
+                    versions[:] = [(scheme, min(until or end, end)) for scheme, until in versions
+                                   if scheme.valid_from < end]
                     continue
                 scheme = scheme_from(row.body)
                 if versions:  # the version before ends where this one starts

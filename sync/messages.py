@@ -88,6 +88,8 @@ class LoyaltyDetail(Message):
     points: Annotated[int, Field(strict=True, ge=0, le=10**15)] = 0
     voucher: Annotated[int, Field(strict=True, ge=1)] | None = None  # a voucher use: the voucher's id
     basket_total: Minor | None = None  # ... and the basket it was used on
+    # A receipt's awards as the store made them: (line index or None for the receipt, scheme, version, points).
+    awards: Annotated[tuple[tuple[int | None, str, int, int], ...], Field(max_length=100_000)] = ()
 
     def digest(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

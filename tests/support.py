@@ -27,7 +27,7 @@ FLEX = {"code": "FLEX", "name": "Flex Card", "currency": "EUR", "number_prefix":
 
 
 # Till requests that only read: they take no txn_id.
-INQUIRIES = {"balance", "points", "segments", "discount-level", "tier"}
+INQUIRIES = {"balance", "points", "segments", "discount-level", "tier", "customers"}
 LOYAL = {"code": "LOYAL", "name": "Loyalty Card", "kind": "loyalty", "currency": "EUR", "number_prefix": "7001",
          "number_length": 16, "min_amount": 1, "max_amount": 100000, "topup_allowed": True,
          "hold_ttl_seconds": 60, "hold_expiry_policy": "reverse"}

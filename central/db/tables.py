@@ -195,6 +195,8 @@ cards = sa.Table(
     sa.Column("pin_failures", sa.Integer, nullable=False, server_default="0"),
     # The loyalty customer the card belongs to; None: an anonymous card (e.g. pre-issued, not yet bound).
     sa.Column("customer_id", sa.ForeignKey("customers.id"), index=True),
+    # The master card whose e-money (stored value) this card spends and loads: a pool of several cards.
+    sa.Column("pool_id", sa.BigInteger, index=True),
 )
 
 accounts = sa.Table(
@@ -513,8 +515,8 @@ loyalty_rules = sa.Table(
 )
 
 # A card's loyalty state beside its accounts: its tier (and since when), its discount level, the points
-# it owes (returns taken back beyond its lots), the master card whose e-money it spends, and the time
-# of its first purchase (for the first-purchase bonus).
+# it owes (returns taken back beyond its lots), and the time of its first purchase (for the first-purchase
+# bonus). Pools of e-money are cards.pool_id.
 loyalty_cards = sa.Table(
     "loyalty_cards", metadata,
     sa.Column("card_id", sa.ForeignKey("cards.id"), primary_key=True),
@@ -522,7 +524,6 @@ loyalty_cards = sa.Table(
     sa.Column("tier_since", UTCDateTime),
     sa.Column("discount_bps", sa.Integer, nullable=False, server_default="0"),
     sa.Column("points_debt", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("master_card_id", sa.BigInteger, index=True),
     sa.Column("first_purchase_at", UTCDateTime),
     sa.Column("updated_at", UTCDateTime, nullable=False, default=now),
     sa.CheckConstraint("points_debt >= 0", name="debt_not_negative"),

@@ -10,14 +10,13 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, Field
 
-from core import InvalidInput
 from core.loyalty import ReceiptLine
 from sync.loyalty import RuleKind
 
 from ..services import Origin
 from ..services.loyalty import ReceiptInput, ReturnInput
 from .admin import OPERATE, READ
-from .routing import Call, route
+from .routing import BadRequest, Call, route
 from .schemas import Amount, CardNumber, Code, Currency, Model, Name, TillBase
 
 _NUMBER = "{number:\\d{8,19}}"
@@ -81,6 +80,15 @@ class ConvertBody(TillBase):
     direction: Literal["to_emoney", "to_points"]
     amount: Annotated[int, Field(strict=True, gt=0, le=10**12,
                                  description="to_emoney: points to cash in; to_points: minor units to spend")]
+
+
+class PoolBody(Model):
+    request_id: uuid.UUID
+    master_card_number: CardNumber = Field(description="the card whose e-money this card will spend and load")
+
+
+class PoolLeaveBody(Model):
+    request_id: uuid.UUID
 
 
 class AddReceiptBody(Model):
@@ -198,13 +206,14 @@ async def _body(call: Call) -> Any:
     try:
         return await call.request.json()
     except ValueError:
-        raise InvalidInput("the body is not JSON", code="bad_request") from None
+        raise BadRequest("the body is not JSON", code="invalid_json") from None
 
 
 @route("POST", "/api/v1/admin/loyalty/schemes",
        summary="Publish the next version of an earning scheme (see docs/loyalty.md for the JSON form)",
        tag="loyalty rules", auth="staff", roles=OPERATE, audit_action=False,
-       responses={200: "the version recorded", 400: "invalid_rule: what is wrong, by field"})
+       responses={200: "the version recorded", 400: "the body is not JSON",
+                  422: "invalid_rule: what is wrong, by field"})
 async def schemes_publish(call: Call):
     return await call.central.rules.publish(RuleKind.SCHEME, await _body(call), call.staff.username, call.remote)
 
@@ -231,7 +240,8 @@ async def schemes_retire(call: Call):
 @route("POST", "/api/v1/admin/loyalty/plans",
        summary="Publish a loyalty programme's plan (combination, points lifetime, tiers, redemption, bonuses)",
        tag="loyalty rules", auth="staff", roles=OPERATE, audit_action=False,
-       responses={200: "the revision recorded", 400: "invalid_rule: what is wrong, by field"})
+       responses={200: "the revision recorded", 400: "the body is not JSON",
+                  422: "invalid_rule: what is wrong, by field"})
 async def plans_publish(call: Call):
     return await call.central.rules.publish(RuleKind.PLAN, await _body(call), call.staff.username, call.remote)
 
@@ -269,6 +279,23 @@ async def card_adjust(call: Call):
     b = call.body
     return _answer(await call.central.loyalty.adjust(b.request_id, call.request.match_info["number"], b.points,
                                                      b.reason, call.staff.username, call.remote))
+
+
+@route("POST", f"/api/v1/admin/cards/{_NUMBER}/pool",
+       summary="Pool a card's e-money with a master card's (its balance moves to the master; audited)",
+       tag="loyalty", auth="staff", roles=OPERATE, body=PoolBody, audit_action=False,
+       responses=_DECIDED | {404: "no such card"})
+async def card_pool(call: Call):
+    return await call.central.cards.join_pool(call.request.match_info["number"], call.body.master_card_number,
+                                              Origin("admin", actor=call.staff.username), call.body.request_id)
+
+
+@route("POST", f"/api/v1/admin/cards/{_NUMBER}/pool/leave",
+       summary="Take a card out of its pool (the e-money stays with the master; audited)", tag="loyalty",
+       auth="staff", roles=OPERATE, body=PoolLeaveBody, audit_action=False, responses=_DECIDED | {404: "no such card"})
+async def card_pool_leave(call: Call):
+    return await call.central.cards.leave_pool(call.request.match_info["number"],
+                                               Origin("admin", actor=call.staff.username), call.body.request_id)
 
 
 @route("PUT", f"/api/v1/admin/loyalty/rewards/{_CODE}", summary="Create or change a reward of the catalogue",

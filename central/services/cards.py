@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from core import CardEvent, CardState, DeclineCode, EntryKind, IllegalTransition, InvalidInput, OperationKind
 
 from ..db.tables import cards, entries, operations, packs, programmes, stores
-from .admin import NotFound
+from .admin import NotFound, audit
 from .ledger import Ledger, Origin, Outcome, card_declined, mask, system_id
 from .offline import OVERDRAFT, list_card, unlist_card
 from .till import card_summary
@@ -104,11 +104,17 @@ class CardService:
                 return card_declined(old, DeclineCode.WRONG_PROGRAMME, "replacement is of another programme")
             if old.held:
                 return card_declined(old, DeclineCode.HOLDS_PENDING, "card has unconfirmed authorizations")
+            pool = (await conn.execute(sa.select(cards.c.pool_id).where(cards.c.id == old.id))).scalar()
             await self.ledger.move_card(conn, old, CardEvent.REPLACE, replaced_by=new.id)
+            if pool is not None:  # a pool member: the replacement spends the same master's e-money
+                await conn.execute(sa.update(cards).where(cards.c.id == new.id).values(pool_id=pool))
+                new = await self.ledger.lock_card(conn, card_id=new.id)
             await self.ledger.ensure_account(conn, new)
             await self.ledger.move_card(conn, new, CardEvent.ACTIVATE_REPLACEMENT, replaces=old.id,
                                         activated_at=now, expires_on=old.expires_on)
-            moved = old.balance
+            # A master's members follow it to its replacement.
+            await conn.execute(sa.update(cards).where(cards.c.pool_id == old.id).values(pool_id=new.id))
+            moved = old.balance if pool is None else 0
             out = Outcome(True, new, moved)
             if old.account_id is not None and moved:
                 out.entries.append(self.ledger.entry(old, EntryKind.TRANSFER_OUT, -moved))
@@ -121,6 +127,69 @@ class CardService:
         result, _ = await self.ledger.execute(op_id=op_id, kind=OperationKind.DUPLICATE,
                                               payload={"card": number, "new_card": new_number}, origin=origin,
                                               handler=run)
+        return result
+
+    # -- pools of e-money ----------------------------------------------------------------------------
+
+    async def join_pool(self, number: str, master_number: str, origin: Origin, op_id: uuid.UUID) -> dict[str, Any]:
+        """Make ``number`` spend and load ``master_number``'s e-money: its own balance moves to the master
+        (a transfer pair), and from then on its payments, top-ups and balance are the master's."""
+        if number == master_number:
+            raise InvalidInput("a card cannot pool with itself")
+
+        async def run(conn, _op, now):
+            pair = await self.ledger.lock_any_cards(conn, [number, master_number])
+            by_number = {c.number: c for c in pair}
+            if number not in by_number or master_number not in by_number:
+                raise NotFound("no such card")
+            member, master = by_number[number], by_number[master_number]
+            pools = dict((await conn.execute(sa.select(cards.c.id, cards.c.pool_id).where(
+                cards.c.id.in_([member.id, master.id])))).all())
+            if pools[master.id] is not None:
+                return card_declined(master, DeclineCode.WRONG_PROGRAMME, "the master card is itself in a pool")
+            if pools[member.id] is not None:
+                return card_declined(member, DeclineCode.WRONG_PROGRAMME, "the card is in a pool already")
+            if (await conn.execute(sa.select(cards.c.id).where(cards.c.pool_id == member.id).limit(1))).first():
+                return card_declined(member, DeclineCode.WRONG_PROGRAMME, "the card is the master of a pool")
+            if member.programme.currency != master.programme.currency:
+                return card_declined(member, DeclineCode.CURRENCY_MISMATCH, "the cards are in other currencies")
+            for card in (member, master):
+                if card.state is not CardState.ACTIVE:
+                    return card_declined(card, DeclineCode.NOT_ACTIVE, f"card {mask(card.number)} is not active")
+            if member.held:
+                return card_declined(member, DeclineCode.HOLDS_PENDING, "card has unconfirmed authorizations")
+            out = Outcome(True, member, member.balance)
+            if member.balance:
+                out.entries.append(self.ledger.entry(member, EntryKind.TRANSFER_OUT, -member.balance))
+                out.entries.append(self.ledger.entry(master, EntryKind.TRANSFER_IN, -out.entries[0].amount))
+            await conn.execute(sa.update(cards).where(cards.c.id == member.id).values(pool_id=master.id))
+            await audit(conn, origin.actor or origin.channel, "card_pool_join", f"card:{mask(number)}",
+                        {"master": mask(master_number), "moved": member.balance})
+            out.extra.update(master=mask(master_number), pool_balance=master.balance)
+            return out
+
+        result, _ = await self.ledger.execute(op_id=op_id, kind=OperationKind.POOL_JOIN,
+                                              payload={"card": number, "master": master_number}, origin=origin,
+                                              handler=run)
+        return result
+
+    async def leave_pool(self, number: str, origin: Origin, op_id: uuid.UUID) -> dict[str, Any]:
+        """Take a card out of its pool: the e-money stays with the master, the card has its own (empty) again."""
+        async def run(conn, _op, now):
+            card = await self.ledger.lock_card(conn, number=number)
+            if card is None:
+                raise NotFound("no such card")
+            pool = (await conn.execute(sa.select(cards.c.pool_id).where(cards.c.id == card.id))).scalar()
+            if pool is None:
+                return card_declined(card, DeclineCode.WRONG_PROGRAMME, "the card is in no pool")
+            await conn.execute(sa.update(cards).where(cards.c.id == card.id).values(pool_id=None))
+            own = await self.ledger.lock_card(conn, card_id=card.id)
+            await self.ledger.ensure_account(conn, own)
+            await audit(conn, origin.actor or origin.channel, "card_pool_leave", f"card:{mask(number)}", {})
+            return Outcome(True, own, 0)
+
+        result, _ = await self.ledger.execute(op_id=op_id, kind=OperationKind.POOL_LEAVE, payload={"card": number},
+                                              origin=origin, handler=run)
         return result
 
     async def detail(self, number: str, history: int = 50) -> dict[str, Any]:

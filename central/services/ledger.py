@@ -40,7 +40,8 @@ from ..db import Database
 from ..db.tables import accounts, cards, entries, operations, packs, programmes
 from .programmes import ProgrammeCache
 
-__all__ = ["Origin", "CardRow", "Outcome", "PendingEntry", "Ledger", "mask", "STORED_VALUE", "MANY", "insert_rows_sql"]
+__all__ = ["Origin", "CardRow", "Outcome", "PendingEntry", "Ledger", "mask", "STORED_VALUE", "MANY", "insert_rows_sql",
+           "OWNER"]
 
 log = logging.getLogger("tessera.ledger")
 STORED_VALUE = "stored_value"
@@ -142,11 +143,13 @@ _CARD_COLUMNS = (
     packs.c.store_id.label("pack_store_id"), accounts.c.id.label("account_id"),
     accounts.c.balance, accounts.c.held,
 )
+# A card's e-money is its own stored-value account, or its master card's when it is in a pool.
+OWNER = sa.func.coalesce(cards.c.pool_id, cards.c.id)
 _CARD_FROM = cards.outerjoin(packs, packs.c.id == cards.c.pack_id).outerjoin(
-    accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE)
+    accounts, sa.and_(accounts.c.card_id == OWNER, accounts.c.kind == STORED_VALUE)
 )
 _CARD_LOCK_FROM = cards.outerjoin(packs, packs.c.id == cards.c.pack_id).join(
-    accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE)
+    accounts, sa.and_(accounts.c.card_id == OWNER, accounts.c.kind == STORED_VALUE)
 )
 
 

@@ -174,6 +174,12 @@ class LoyaltyService:
         return lines
 
     @staticmethod
+    def _spendable(loyal: _Loyal, now: datetime) -> int:
+        """Points a card may spend now: its available lots beyond what it owes (stores count the same)."""
+        balances = loyal.book.balances(now)
+        return max(balances.available - balances.debt, 0)
+
+    @staticmethod
     def _points_view(loyal: _Loyal, now: datetime) -> dict[str, Any]:
         balances = loyal.book.balances(now)
         return {"balance": loyal.balance, "available": balances.available, "pending": balances.pending,
@@ -209,7 +215,8 @@ class LoyaltyService:
         return origin.store_id, code
 
     async def _earn(self, conn: AsyncConnection, loyal: _Loyal, op_id: uuid.UUID, body: ReceiptInput,
-                    origin: Origin, now: datetime, awarded: int | None = None) -> Outcome:
+                    origin: Origin, now: datetime, awarded: int | None = None,
+                    store_awards: list[dict[str, Any]] | None = None) -> Outcome:
         card = loyal.card
         if body.currency != card.programme.currency:
             return card_declined(card, DeclineCode.CURRENCY_MISMATCH,
@@ -245,6 +252,8 @@ class LoyaltyService:
                                                  m.kind.value))
         awards = [{"line": a.line, "scheme": a.scheme, "version": a.version, "points": a.points}
                   for a in earning.awards]
+        if awarded is not None and awarded != earning.total and store_awards is not None:
+            awards = store_awards  # the points stand as the store gave them: so do their awards (for returns)
         await conn.execute(sa.insert(receipts).values(
             id=op_id, card_id=card.id, customer_id=loyal.customer_id, store_id=store_id,
             terminal_id=origin.terminal_id, kind="sale", original_id=None, at=instant, local_date=body.at.date(),
@@ -254,6 +263,9 @@ class LoyaltyService:
             awards=awards, channel=origin.channel, created_at=now))
         for hook in self.after_receipt:
             await hook(conn, card.id, now)
+        if self.after_receipt:  # a review may have moved the card's tier
+            loyal.tier = (await conn.execute(sa.select(loyalty_cards.c.tier).where(
+                loyalty_cards.c.card_id == card.id))).scalar()
         out = Outcome(True, card, receipt.value, entries=entries)
         out.extra = {"points_earned": points, "bonus": bonus, "awards": awards,
                      "points": self._points_view(loyal, now)}
@@ -352,7 +364,7 @@ class LoyaltyService:
             tier = plan.tier_of(loyal.tier) if plan else None
             if plan is None or tier is None:
                 return card_declined(card, DeclineCode.REDEMPTION_NOT_ALLOWED, "the programme does not redeem points")
-            available = loyal.book.balances(now).available
+            available = self._spendable(loyal, now)
             if available == 0 or (points_wanted is not None and points_wanted > available):
                 return card_declined(card, DeclineCode.INSUFFICIENT_POINTS, f"{available} points available")
             fallback = plan.fallback() if plan.redemption_method is RedemptionMethod.FALLBACK else None
@@ -387,16 +399,26 @@ class LoyaltyService:
             if await self.ledger.settled(conn, orig.id):
                 return card_declined(card, DeclineCode.ALREADY_CANCELLED, "that redemption was already reversed")
             loyal = await self._load(conn, card)
-            restored = tuple(Lot(f"{lot['lot'][:30]}~{op.hex[:12]}", lot["points"],
-                                 datetime.fromisoformat(lot["earned_at"]), datetime.fromisoformat(lot["available_at"]),
+            restored = tuple(Lot(f"{op}:{i}", lot["points"], datetime.fromisoformat(lot["earned_at"]),
+                                 datetime.fromisoformat(lot["available_at"]),
                                  datetime.fromisoformat(lot["expires_at"]) if lot["expires_at"] else None,
-                                 lot["receipt"]) for lot in orig.result["lots"])
-            book = PointsBook(loyal.book.lots + restored, loyal.book.debt)
-            change = PointsChange(book, tuple(PointsMovement(MovementKind.EARN, lot.points, lot.id, now)
-                                              for lot in restored))
+                                 lot["receipt"]) for i, lot in enumerate(orig.result.get("lots", ())))
+            # An offline redemption that went beyond the card's points made a debt: taking it back cancels
+            # what is still owed of it; what was repaid since comes back as points.
+            owed = int(orig.result.get("points_owed") or 0)
+            forgiven = min(owed, loyal.book.debt)
+            movements = [PointsMovement(MovementKind.EARN, lot.points, lot.id, now) for lot in restored]
+            if forgiven:
+                movements.append(PointsMovement(MovementKind.DEBT_REPAYMENT, forgiven, None, now))
+            if owed > forgiven:
+                repaid = Lot(f"{op}:repaid", owed - forgiven, now, now, None)
+                restored += (repaid,)
+                movements.append(PointsMovement(MovementKind.EARN, repaid.points, repaid.id, now))
+            book = PointsBook(loyal.book.lots + restored, loyal.book.debt - forgiven)
+            change = PointsChange(book, tuple(movements))
             entries = await self._apply(conn, loyal, change, op, None, lambda m: EntryKind.SPEND_CANCEL)
             out = Outcome(True, card, orig.amount, entries=entries, settles=orig.id)
-            out.extra = {"points_returned": sum(lot.points for lot in restored),
+            out.extra = {"points_returned": sum(lot.points for lot in restored) + forgiven,
                          "points": self._points_view(loyal, now)}
             return out
 
@@ -415,7 +437,7 @@ class LoyaltyService:
                 raise NotFound(f"no active reward {reward!r}")
             if row.stock is not None and row.stock <= 0:
                 return card_declined(loyal.card, DeclineCode.REWARD_OUT_OF_STOCK, f"reward {reward} is out of stock")
-            available = loyal.book.balances(now).available
+            available = self._spendable(loyal, now)
             if row.points > available:
                 return card_declined(loyal.card, DeclineCode.INSUFFICIENT_POINTS, f"{available} points available")
             entries = await self._apply(conn, loyal, loyal.book.spend(row.points, now, reference=str(op)), op, None)
@@ -442,26 +464,32 @@ class LoyaltyService:
         if entry.kind == K.RECEIPT:
             lines = tuple(ReceiptLine(**line.model_dump()) for line in detail.lines)
             body = ReceiptInput(card.number, detail.at, entry.currency, lines)
-            out = await self._earn(conn, loyal, entry.txn_id, body, origin, now, awarded=detail.points)
+            given = [{"line": line, "scheme": scheme, "version": version, "points": points}
+                     for line, scheme, version, points in detail.awards]
+            out = await self._earn(conn, loyal, entry.txn_id, body, origin, now, awarded=detail.points,
+                                   store_awards=given if sum(a["points"] for a in given) == detail.points else None)
             return out, (["points_differ"] if "points_by_rules" in out.extra else [])
         if entry.kind == K.RECEIPT_RETURN:
             wanted = tuple(tuple(pair) for pair in detail.returned) if detail.returned is not None else None
             out = await self._take_back(conn, loyal, entry.txn_id, ReturnInput(card.number, entry.original_txn_id,
                                                                                 wanted), origin, now)
             return out, []
-        available = loyal.book.balances(now).available
+        available = self._spendable(loyal, now)
         taken = min(detail.points, available)
         entries: list[PendingEntry] = []
+        spent: list[dict[str, Any]] = []
         if taken:
-            entries += await self._apply(conn, loyal, loyal.book.spend(taken, now, str(entry.txn_id)), entry.txn_id,
-                                         None)
+            before = {lot.id: lot for lot in loyal.book.lots}
+            change = loyal.book.spend(taken, now, str(entry.txn_id))
+            spent = [_spent(before[m.lot], -m.points) for m in change.movements if m.lot]
+            entries += await self._apply(conn, loyal, change, entry.txn_id, None)
         owed = detail.points - taken
         if owed:
             debt = PointsMovement(MovementKind.CLAWBACK_DEBT, -owed, None, now, str(entry.txn_id))
             change = PointsChange(PointsBook(loyal.book.lots, loyal.book.debt + owed), (debt,))
             entries += await self._apply(conn, loyal, change, entry.txn_id, None, lambda m: EntryKind.SPEND)
         out = Outcome(True, card, entry.amount, entries=entries)
-        out.extra = {"points_redeemed": detail.points, "discount": entry.amount,
+        out.extra = {"points_redeemed": detail.points, "discount": entry.amount, "lots": spent,
                      "points": self._points_view(loyal, now)}
         if owed:
             out.extra["points_owed"] = owed
@@ -488,7 +516,7 @@ class LoyaltyService:
         await conn.execute(sa.update(points_lots).where(points_lots.c.card_id == old.id).values(card_id=new.id))
         await conn.execute(sa.update(loyalty_cards).where(loyalty_cards.c.card_id == new.id).values(
             tier=state.tier, tier_since=state.tier_since, discount_bps=state.discount_bps,
-            points_debt=state.points_debt + target.book.debt, master_card_id=state.master_card_id,
+            points_debt=state.points_debt + target.book.debt,
             first_purchase_at=state.first_purchase_at, updated_at=now))
         await conn.execute(sa.update(loyalty_cards).where(loyalty_cards.c.card_id == old.id).values(
             points_debt=0, updated_at=now))
@@ -520,7 +548,7 @@ class LoyaltyService:
             await self.ledger.ensure_account(conn, card)
             if direction == "to_emoney":
                 deal = points_to_emoney(amount, plan.emoney_rates)
-                available = loyal.book.balances(now).available
+                available = self._spendable(loyal, now)
                 if deal.points > available or not deal.minor:
                     return card_declined(card, DeclineCode.INSUFFICIENT_POINTS, f"{available} points available")
                 change = loyal.book.spend(deal.points, now, reference=str(op))
@@ -628,7 +656,7 @@ class LoyaltyService:
                 policy = plan.points if plan else PointsPolicy()
                 change = loyal.book.earn(str(op), points, now, policy)
             else:
-                available = loyal.book.balances(now).available
+                available = self._spendable(loyal, now)
                 if -points > available:
                     return card_declined(card, DeclineCode.INSUFFICIENT_POINTS, f"{available} points available")
                 change = loyal.book.spend(-points, now, reference=str(op))

@@ -93,6 +93,7 @@ from .catalogue import catalogue_changes
 from .issuing import reserve_serials
 from .ledger import (
     MANY,
+    OWNER,
     STORED_VALUE,
     CardRow,
     Ledger,
@@ -529,6 +530,8 @@ class SyncService:
             return self._reject(batch, entry, card, digest, flags, outcome.code, outcome.message)
         if card.state != CardState.ACTIVE:
             more.append(f"card_{card.state.value}")
+        if entry.kind in DEBIT_KINDS:  # points spent on a card central had blocked
+            flags = flags + self._deny_flags(batch, entry, card)
         decision = _Decision(S.APPLIED, flags + more)
         # Written now, not with the batch: the card's lots and points account moved already, and a later
         # entry of the batch on the same card reads them.
@@ -867,7 +870,7 @@ class SyncService:
                       programmes.c.kind, accounts.c.balance,
                       accounts.c.held, packs.c.status.label("pack_status"), packs.c.store_id.label("pack_store"))
             .join(programmes, programmes.c.id == cards.c.programme_id)
-            .outerjoin(accounts, sa.and_(accounts.c.card_id == cards.c.id, accounts.c.kind == STORED_VALUE))
+            .outerjoin(accounts, sa.and_(accounts.c.card_id == OWNER, accounts.c.kind == STORED_VALUE))
             .outerjoin(packs, packs.c.id == cards.c.pack_id)
             .where(MANY[conn.dialect.name](cards.c.id, "ids")).order_by(cards.c.id), {"ids": card_ids})
         rows = rows.all()

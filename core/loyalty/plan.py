@@ -92,10 +92,12 @@ class LoyaltyPlan:
             raise InvalidInput("the discount period is 1 to 3660 days")
 
     def tier_of(self, code: str | None) -> Tier | None:
-        """The tier a card of tier ``code`` redeems by (the entry tier when it has none yet)."""
+        """The tier a card of tier ``code`` redeems by (the entry tier when it has none yet, or one the plan no
+        longer has)."""
         if self.tiers is None:
             return self.redemption_tier
-        return self.tiers.tier(code) if code is not None else self.tiers.entry
+        known = {tier.code: tier for tier in self.tiers.tiers}
+        return known.get(code, self.tiers.entry)  # a tier the plan dropped redeems as the entry tier until reviewed
 
     def fallback(self) -> Tier | None:
         return self.tiers.tier(self.fallback_tier) if self.tiers is not None and self.fallback_tier else None

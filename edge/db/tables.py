@@ -30,6 +30,7 @@ sync_state = sa.Table(
     sa.Column("segment_version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("voucher_at", UTCDateTime),  # the voucher feed's cursor: last (changed at, id) applied
     sa.Column("voucher_id", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rules_version", sa.Integer, nullable=False, server_default="0"),  # the rules feed's cursor
 )
 
 # Programme rules and offline limits (sync.ProgrammeSpec as JSON), replaced whole when config moves.

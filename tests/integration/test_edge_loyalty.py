@@ -258,3 +258,36 @@ async def test_a_voucher_used_online_elsewhere_and_offline_here_posts_and_is_fla
         assert flags and "voucher_used_up" in flags[0]["flags"]
     finally:
         await edge.close()
+
+
+async def test_customers_register_at_the_till_through_the_edge_while_central_answers(world, tmp_path):
+    edge, numbers = await _setup(world, tmp_path)
+    try:
+        body = {"request_id": str(uuid.uuid4()), "first_name": "Edna", "last_name": "Till", "phone": "+441234500777",
+                "card_number": numbers[0], "consents": [{"channel": "sms", "granted": True}]}
+        registered = await edge.till("customers", **body)
+        assert registered["id"] and registered["phone"] == "+441234500777"
+        edge.cut()
+        resp = await edge.client.post("/api/v1/till/customers", json=body | {"request_id": str(uuid.uuid4())},
+                                      headers=world.tills["S1"])
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "central_unreachable"
+    finally:
+        await edge.close()
+
+
+async def test_an_offline_redemption_is_taken_back_online_after_sync(world, tmp_path):
+    edge, numbers = await _setup(world, tmp_path)
+    try:
+        number = numbers[2]
+        await edge.till("receipts", **_receipt(number, 300_000))  # 3,000 points
+        edge.cut()
+        offline = await edge.till("points/redeem", card_number=number, receipt_total=4000, currency="EUR")
+        assert offline["points_redeemed"] == 2000
+        edge.heal()
+        await edge.sync()
+        back = await edge.till("points/redeem/reverse", original_txn_id=offline["txn_id"])
+        assert (back["decision"], back["approved"], back["points_returned"]) == ("online", True, 2000)
+        assert (await world.till("points", card_number=number))["available"] == 3000
+        await world.ledger_consistent()
+    finally:
+        await edge.close()

@@ -330,3 +330,67 @@ async def test_a_balance_inquiry_on_a_loyalty_card_shows_points_and_tier(world, 
     await receipt(world, loyal[0], line("A", 100))
     balance = await world.till("balance", card_number=loyal[0])
     assert (balance["balance"], balance["points"], balance["tier"]) == (100, 75, "BRONZE")
+
+
+async def test_a_pool_spends_and_loads_the_master_cards_e_money(world, loyal):
+    master, member, other = loyal[0], loyal[1], loyal[2]
+    joined = await world.admin("POST", f"/api/v1/admin/cards/{member}/pool",
+                               {"request_id": txn(), "master_card_number": master})
+    assert joined["approved"] and joined["pool_balance"] == 200  # the member's 1.00 moved to the master
+    paid = await world.till("payment", card_number=member, amount=150)
+    assert paid["approved"] and paid["balance"] == 50
+    assert (await world.till("balance", card_number=master))["balance"] == 50
+    topped = await world.till("topup", card_number=master, amount=1000)
+    assert topped["balance"] == 1050 and (await world.till("balance", card_number=member))["balance"] == 1050
+    twice = await world.admin("POST", f"/api/v1/admin/cards/{member}/pool",
+                              {"request_id": txn(), "master_card_number": other})
+    assert not twice["approved"]
+    chained = await world.admin("POST", f"/api/v1/admin/cards/{other}/pool",
+                                {"request_id": txn(), "master_card_number": member})
+    assert not chained["approved"]  # a member is no master
+    [spare] = await world.loyalty_cards(1, sell=False)
+    await world.admin("POST", f"/api/v1/admin/cards/{member}/duplicate", {"new_card_number": spare,
+                                                                          "request_id": txn()})
+    assert (await world.till("balance", card_number=spare))["balance"] == 1050  # the replacement stays pooled
+    left = await world.admin("POST", f"/api/v1/admin/cards/{spare}/pool/leave", {"request_id": txn()})
+    assert left["approved"] and (await world.till("balance", card_number=spare))["balance"] == 0
+    assert (await world.till("balance", card_number=master))["balance"] == 1050
+    await world.ledger_consistent()
+
+
+async def test_reversing_a_redemption_of_a_receipt_lot_and_its_bonus_lot_restores_both(world, loyal):
+    await world.admin("POST", "/api/v1/admin/loyalty/plans", plan(tiers=TIERS, bonuses={"first_purchase": 50}))
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes", scheme("BASE"))
+    first = await receipt(world, loyal[0], line("A", 10_000))
+    assert (first["points_earned"], first["bonus"], first["points"]["tier"]) == (100, 50, "BRONZE")
+    spent = await world.till("points/redeem", card_number=loyal[0], receipt_total=100_000, currency="EUR")
+    assert spent["points_redeemed"] == 150 and len(spent["lots"]) == 2
+    back = await world.till("points/redeem/reverse", original_txn_id=spent["txn_id"])
+    assert back["approved"] and back["points_returned"] == 150 and back["points"]["available"] == 150
+    await world.ledger_consistent()
+
+
+async def test_retiring_a_scheme_also_cancels_its_versions_to_come(world, loyal):
+    now = datetime.now(UTC)
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes", scheme("BASE", 1, valid_from=now))
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes",
+                      scheme("BASE", 2, valid_from=now + timedelta(hours=1), points=3))
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes/BASE/retire", {})
+    for at in (now + timedelta(minutes=1), now + timedelta(hours=2)):
+        assert (await receipt(world, loyal[0], line("A", 1000), at=at))["points_earned"] == 0
+
+
+async def test_a_card_in_debt_spends_only_points_beyond_its_debt(world, loyal):
+    await world.admin("POST", "/api/v1/admin/loyalty/plans", plan(tiers=TIERS))
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes", scheme("BASE"))
+    sale = await receipt(world, loyal[0], line("A", 10_000))
+    await world.till("points/redeem", card_number=loyal[0], receipt_total=100_000, currency="EUR")
+    await world.till("receipts/return", card_number=loyal[0], original_txn_id=sale["txn_id"])  # 100 owed
+    await world.admin("POST", f"/api/v1/admin/cards/{loyal[0]}/points/adjust",
+                      {"request_id": txn(), "points": 30, "reason": "goodwill"})  # pays 30 of the debt
+    await receipt(world, loyal[0], line("B", 15_000))  # 150: 70 pay the rest of the debt, 80 in a lot
+    points = await world.till("points", card_number=loyal[0])
+    assert (points["balance"], points["available"], points["debt"]) == (80, 80, 0)
+    spent = await world.till("points/redeem", card_number=loyal[0], receipt_total=100_000, currency="EUR")
+    assert spent["points_redeemed"] == 80
+    await world.ledger_consistent()
