@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/edge_latency.py
 	$(BIN)/python bench/swipe_latency.py
 	$(BIN)/python bench/earning_eval.py
+	$(BIN)/python bench/edge_earning.py
 	$(BIN)/python bench/segment_job.py
 
 clean:

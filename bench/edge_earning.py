@@ -7,20 +7,22 @@
    GOLD), then ``--schemes`` earning schemes made by ``earning_eval.make_schemes`` (the same mix: every rule
    kind, items, item groups, stores, tiers, card types, date, weekday and time windows, multipliers,
    exclusions, priorities, earlier versions) turned into the publish JSON, in force from now on.
-2. ``tessera edge serve`` for the store pulls cards and rules; then central is stopped (as in
-   ``edge_latency.py``) and the edge decides alone from then on.
-3. Each run (``--runs``; the edge is restarted, still cut off, for every run after the first):
-   - the first receipt the edge sees offline, timed apart: it rebuilds the edge's rules (``RulesCache``);
-   - in this process, what that rebuild costs: the edge's rule rows read from its SQLite file, made
-     ``RuleChange``s, ``LoyaltyRules`` and the programme's ``scheme_set`` compiled;
+2. ``tessera edge serve`` for the store pulls cards and rules; then central and the edge are stopped, and the
+   edge's file is kept as the sync left it. Central stays down from then on (as in ``edge_latency.py``).
+3. Each run (``--runs``) starts a fresh edge process on a copy of that file, pointed at the stopped central,
+   and waits for its first offline decision (a payment). Then:
+   - the first receipt, timed apart: the edge builds its rules (``RulesCache``) inside that request;
+   - in this process, what that build costs: the edge's rule rows read from its SQLite file, made
+     ``RuleChange``s, ``LoyaltyRules`` and the programme's ``scheme_set`` compiled (median of ``--builds``);
    - the baseline: ``SchemeSet.evaluate`` of the very receipts the edge gets (store, tier and card type as
      the edge fills them in), one after the other, in this process;
-   - ``--rate`` receipts per second of ``--lines`` lines (``earning_eval.make_receipt``, random loyalty cards,
-     times spread over the coming week) to the edge's ``POST /api/v1/till/receipts`` for ``--seconds``, open
-     loop (each request leaves at its scheduled time and its latency counts from then);
-   - the same rate of 1.00 EUR gift-card payments to ``POST /api/v1/till/payment`` (offline decisions too).
+   - three phases of ``--seconds`` at ``--rate`` requests per second, open loop (each request leaves at its
+     scheduled time and its latency counts from then), each after ``--warmup`` seconds not counted:
+     1.00 EUR gift-card payments (``POST /api/v1/till/payment``); receipts of ``--lines`` lines
+     (``earning_eval.make_receipt``, random loyalty cards, times spread over the coming week) to
+     ``POST /api/v1/till/receipts``; the payments again, with the receipts now in the edge's outbox.
 4. Figures per run and their medians over the runs: p50/p95/p99/max of each, the ratios of the edge
-   receipt's p99 to the pure evaluation's and to the payment's, the edge's CPU per request.
+   receipt's p99 to the pure evaluation's and to the payment's, the edge process's CPU per request.
 
 Checks (exit status 0 only if they pass): every receipt and payment approved offline, and the points the edge
 gave equal the pure evaluation's on every receipt.
@@ -36,6 +38,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -146,11 +149,11 @@ def scheme_json(s: EarningScheme, valid_from: datetime, valid_to: datetime | Non
     return body
 
 
-def scheme_bodies(count: int, rng: random.Random, start: datetime, day_shift: timedelta) -> list[list[dict]]:
+def scheme_bodies(schemes: list[EarningScheme], start: datetime, day_shift: timedelta) -> list[list[dict]]:
     """earning_eval's schemes as publish bodies, by code (versions in order). The versions in force start at
     ``start``; an earlier version (one code in five) ran the minute before, so validity still takes a lookup."""
     by_code: dict[str, list[EarningScheme]] = {}
-    for s in make_schemes(count, rng):
+    for s in schemes:
         by_code.setdefault(s.code, []).append(s)
     out = []
     for versions in by_code.values():
@@ -332,7 +335,7 @@ def as_edge_sees(r: Receipt, number: str, tier: str, shift: timedelta) -> Receip
 
 def run_once(args, edge_base: str, edge_pid: int, edge_db: Path, token: str, gift: list[str],
              receipts: list[tuple[str, Receipt, Receipt]], shift: timedelta, rng: random.Random) -> dict:
-    """One measured run on a running, cut-off edge; its figures."""
+    """One measured run on a fresh edge process, cut off from central; its figures."""
     out: dict = {}
     per_phase = int(args.rate * args.seconds)
     warm = int(args.rate * args.warmup)
@@ -349,40 +352,68 @@ def run_once(args, edge_base: str, edge_pid: int, edge_db: Path, token: str, gif
     out["schemes"] = len(builds[-1][1].schemes)
 
     measured = receipts[1:1 + per_phase]
-    pure, expected = [], []
+    pure, pure_cpu, expected = [], [], []
     for _, _, seen in measured:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         earning = scheme_set.evaluate(seen)
         pure.append(time.perf_counter() - t0)
+        pure_cpu.append(time.thread_time() - c0)  # without the time this process waited for a CPU
         expected.append(earning.total)
-    out["pure"] = pure
+    out["pure"], out["pure cpu time"] = pure, pure_cpu
 
-    bodies = [receipt_json(str(uuid.uuid4()), n, raw, shift) for n, raw, _ in receipts[1 + per_phase:][:warm]]
-    asyncio.run(open_loop(edge_base, "/api/v1/till/receipts", token, bodies, args.rate))
-    bodies = [receipt_json(str(uuid.uuid4()), n, raw, shift) for n, raw, _ in measured]
-    cpu0 = sum(proc_cpu(edge_pid))
-    done, failures = asyncio.run(open_loop(edge_base, "/api/v1/till/receipts", token, bodies, args.rate))
-    out["receipt cpu"] = (sum(proc_cpu(edge_pid)) - cpu0) / max(len(done), 1)
-    out["receipt"] = [took for took, _ in done]
-    out["receipt failures"] = failures
-    by_txn = {json.loads(b)["txn_id"]: e for b, e in zip(bodies, expected, strict=True)}
-    out["points differ"] = sum(1 for _, d in done if d.get("points_earned") != by_txn.get(d.get("txn_id")))
-    out["points"] = sum(d.get("points_earned") or 0 for _, d in done) / max(len(done), 1)
-    out["awards"] = sum(len(d.get("awards") or ()) for _, d in done) / max(len(done), 1)
-    out["answer bytes"] = sum(len(json.dumps(d)) for _, d in done) / max(len(done), 1)
+    def phase(path: str, warm_bodies: list[bytes], bodies: list[bytes]) -> tuple[list, list, float]:
+        """Warm-up, then the measured load: (answers, failures, edge CPU seconds per answer)."""
+        asyncio.run(open_loop(edge_base, path, token, warm_bodies, args.rate))
+        cpu0 = sum(proc_cpu(edge_pid))
+        done, failures = asyncio.run(open_loop(edge_base, path, token, bodies, args.rate))
+        return done, failures, (sum(proc_cpu(edge_pid)) - cpu0) / max(len(done), 1)
 
     def payments(n: int) -> list[bytes]:
         return [json.dumps({"txn_id": str(uuid.uuid4()), "card_number": rng.choice(gift), "amount": 100}).encode()
                 for _ in range(n)]
 
-    asyncio.run(open_loop(edge_base, "/api/v1/till/payment", token, payments(warm), args.rate))
-    cpu0 = sum(proc_cpu(edge_pid))
-    done, failures = asyncio.run(open_loop(edge_base, "/api/v1/till/payment", token, payments(per_phase),
-                                           args.rate))
-    out["payment cpu"] = (sum(proc_cpu(edge_pid)) - cpu0) / max(len(done), 1)
+    def receipt_bodies(chosen: list) -> list[bytes]:
+        return [receipt_json(str(uuid.uuid4()), n, raw, shift) for n, raw, _ in chosen]
+
+    out["failures"] = []
+    done, failures, out["payment cpu"] = phase("/api/v1/till/payment", payments(warm), payments(per_phase))
     out["payment"] = [took for took, _ in done]
-    out["payment failures"] = failures
+    out["failures"] += failures
+    bodies = receipt_bodies(measured)
+    done, failures, out["receipt cpu"] = phase("/api/v1/till/receipts", receipt_bodies(receipts[1 + per_phase:]),
+                                               bodies)
+    out["receipt"] = [took for took, _ in done]
+    out["failures"] += failures
+    by_txn = {json.loads(b)["txn_id"]: e for b, e in zip(bodies, expected, strict=True)}
+    out["points differ"] = sum(1 for _, d in done if d.get("points_earned") != by_txn.get(d.get("txn_id")))
+    out["points"] = sum(d.get("points_earned") or 0 for _, d in done) / max(len(done), 1)
+    out["awards"] = sum(len(d.get("awards") or ()) for _, d in done) / max(len(done), 1)
+    out["answer bytes"] = sum(len(json.dumps(d)) for _, d in done) / max(len(done), 1)
+    # The same payments again, now that the outbox also holds the receipts (offline exposure is a sum over it).
+    done, failures, out["payment after cpu"] = phase("/api/v1/till/payment", payments(warm), payments(per_phase))
+    out["payment after"] = [took for took, _ in done]
+    out["failures"] += failures
+    out["backlog"] = backlog(edge_db)
     return out
+
+
+def backlog(edge_db: Path) -> tuple[int, int]:
+    """(outbox entries, their bytes) in the edge's file."""
+    engine = sa.create_engine(f"sqlite:///{edge_db}")
+    try:
+        with engine.connect() as conn:
+            n, size = conn.execute(sa.text("SELECT count(*), coalesce(sum(length(entry)), 0) FROM outbox")).one()
+    finally:
+        engine.dispose()
+    return n, size
+
+
+def fresh_copy(pristine: Path, edge_db: Path) -> None:
+    """The edge's file as it was right after the sync (no offline decision yet)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{edge_db}{suffix}").unlink(missing_ok=True)
+        if Path(f"{pristine}{suffix}").exists():
+            shutil.copyfile(f"{pristine}{suffix}", f"{edge_db}{suffix}")
 
 
 # -- report ------------------------------------------------------------------------------------------
@@ -396,7 +427,7 @@ def stats(values: list[float]) -> dict[str, float]:
 def figures(run: dict) -> dict[str, float]:
     """The run's headline figures, in milliseconds (and plain ratios)."""
     f: dict[str, float] = {}
-    for name in ("receipt", "payment", "pure"):
+    for name in ("receipt", "payment", "payment after", "pure", "pure cpu time"):
         for k, v in stats(run[name]).items():
             f[f"{name} {k}"] = v * 1000
     f["receipt p99 / pure p99"] = f["receipt p99"] / f["pure p99"]
@@ -405,42 +436,52 @@ def figures(run: dict) -> dict[str, float]:
     f["first receipt"] = run["first receipt"] * 1000
     for k, v in run["build"].items():
         f[f"build {k}"] = v * 1000
-    f["edge CPU per receipt"] = run["receipt cpu"] * 1000
-    f["edge CPU per payment"] = run["payment cpu"] * 1000
+    for k in ("receipt", "payment", "payment after"):
+        f[f"{k} cpu"] = run[f"{k} cpu"] * 1000
     return f
 
 
-LABELS = [
-    ("edge receipt (HTTP, offline)", "receipt"), ("edge payment (HTTP, offline)", "payment"),
-    ("SchemeSet.evaluate, in-process", "pure"),
-]
+LABELS = [("edge receipt (HTTP, offline)", "receipt"), ("edge payment (HTTP, offline)", "payment"),
+          ("edge payment after the receipts", "payment after"), ("SchemeSet.evaluate, in-process", "pure"),
+          ("SchemeSet.evaluate, its CPU time", "pure cpu time")]
 
 
 def report(runs: list[dict], args) -> None:
     figs = [figures(r) for r in runs]
     med = {k: statistics.median(f[k] for f in figs) for k in figs[0]}
-    head = "median of " + str(len(runs)) + " runs" if len(runs) > 1 else "one run"
-    print(f"\n  latency at the rate of {args.rate:g}/s, open loop ({head}; ms)")
-    print(f"  {'':<32} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}")
+    head = f"medians of {len(runs)} runs" if len(runs) > 1 else "one run"
+    print(f"\n  latency at {args.rate:g} requests/s, open loop ({head}; ms)")
+    print(f"  {'':<34} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'edge CPU':>9}")
     for label, key in LABELS:
         n = statistics.median(len(r[key]) for r in runs)
-        print(f"  {label:<32} {n:>6,.0f} " + " ".join(f"{med[f'{key} {p}']:>8.2f}" for p in ("p50", "p95", "p99",
-                                                                                            "max")))
+        cpu = f"{med[f'{key} cpu']:>9.2f}" if f"{key} cpu" in med else ""
+        print(f"  {label:<34} {n:>6,.0f} " + " ".join(f"{med[f'{key} {p}']:>8.3f}" for p in ("p50", "p95", "p99",
+                                                                                            "max")) + cpu)
+    n, size = runs[-1]["backlog"]
+    print(f"  (the last payments ran with {n:,} entries, {size / 2**20:.1f} MiB, in the edge's outbox; edge CPU is the "
+          f"edge process's CPU time per request, its background tasks included)")
     print(f"\n  edge receipt p99 / pure evaluation p99:  x{med['receipt p99 / pure p99']:.1f}")
     print(f"  edge receipt p99 / edge payment p99:     x{med['receipt p99 / payment p99']:.2f}  "
           f"(p50: x{med['receipt p50 / payment p50']:.2f})")
-    print(f"  edge CPU per request: receipt {med['edge CPU per receipt']:.2f} ms, payment "
-          f"{med['edge CPU per payment']:.2f} ms")
-    print(f"  first offline receipt after a (re)start (rules rebuilt in the request): {med['first receipt']:.0f} ms")
+    print(f"  first offline receipt of a fresh edge process (rules built inside it): {med['first receipt']:.0f} ms")
     build = "; ".join(f"{k[6:]} {med[k]:.1f}" for k in med if k.startswith("build ") and k != "build total")
     print(f"  rules rebuild of {runs[0]['schemes']:,} scheme versions, in-process: {med['build total']:.0f} ms "
           f"({build} ms)")
+    r = runs[-1]
+    print(f"  per receipt: {r['points']:,.0f} points from {r['awards']:.0f} awards, an answer of "
+          f"{r['answer bytes'] / 1024:.1f} KiB")
     if len(runs) > 1:
-        print("\n  per run:")
-        keys = ["receipt p50", "receipt p99", "payment p50", "payment p99", "pure p50", "pure p99",
-                "receipt p99 / pure p99", "receipt p99 / payment p99", "first receipt", "build total"]
+        print("\n  per run (ms):")
+        keys = ["receipt p50", "receipt p99", "payment p50", "payment p99", "payment after p99", "pure p50",
+                "pure p99", "receipt p99 / pure p99", "receipt p99 / payment p99", "first receipt", "build total"]
         for k in keys:
             print(f"    {k:<28} " + "  ".join(f"{f[k]:>8.2f}" for f in figs) + f"   median {med[k]:.2f}")
+
+
+def stop(edge) -> None:
+    if edge.poll() is None:
+        edge.send_signal(signal.SIGTERM)
+        edge.wait(15)
 
 
 def main() -> int:
@@ -450,14 +491,12 @@ def main() -> int:
           f"{args.seconds:g} s per phase, {args.runs} run(s), mode {args.mode}; {os.cpu_count()} CPUs, load {load}")
     print(f"  code: {code_version()}")
     rng = random.Random(args.seed)
-    start = datetime.now(UTC).replace(microsecond=0)
+    schemes = make_schemes(args.schemes, rng)
     # Receipts fall in the week after tomorrow's local midnight, as earning_eval's fall in the week after its
     # NOW: every date window and weekday is moved by the same number of days.
-    tomorrow = (start.astimezone(TZ) + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+    tomorrow = (datetime.now(TZ) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     shift = tomorrow - EVAL_NOW
     day_shift = timedelta(days=shift.days)
-    bodies = scheme_bodies(args.schemes, rng, start, day_shift)
-    print(f"  {describe(bodies)}")
     per_phase, warm = int(args.rate * args.seconds), int(args.rate * args.warmup)
     raw = [make_receipt(n, args.lines, rng) for n in range(1 + per_phase + warm)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -480,42 +519,45 @@ def main() -> int:
         try:
             base = f"http://127.0.0.1:{server.port}"
             secret = asyncio.run(configure(base))
+            # Central takes versions starting at most a few minutes back: they start now.
+            bodies = scheme_bodies(schemes, datetime.now(UTC).replace(microsecond=0), day_shift)
+            print(f"  {describe(bodies)}")
             t0 = time.monotonic()
             last, schemes_s = asyncio.run(publish(base, args.mode, tiers, bodies))
             print(f"  published plan, {len(tiers):,} card tiers and the schemes in {time.monotonic() - t0:.1f} s "
                   f"(schemes {schemes_s:.1f} s); last rule version {last}")
             edge, edge_port = start_edge(data_dir, server.port, secret)
-            edge_base = f"http://127.0.0.1:{edge_port}"
-            asyncio.run(wait_edge(edge_base, edge, data_dir, "pulled"))
+            asyncio.run(wait_edge(f"http://127.0.0.1:{edge_port}", edge, data_dir, "pulled"))
             synced = asyncio.run(wait_synced(data_dir / "edge.db", last, len(numbers)))
-            print(f"  the edge holds the rules and the cards ({synced:.1f} s after its first pull); stopping central")
+            print(f"  the edge holds the rules and the cards ({synced:.1f} s after its first pull); central and the "
+                  f"edge stopped, the edge's file kept as it is")
             server.stop()
-            cut = asyncio.run(until_offline(edge_base, seeded["token"], seeded["numbers"]))
-            print(f"  first offline decision {cut * 1000:.0f} ms after the stop")
+            stop(edge)
+            pristine = data_dir / "synced-edge.db"
+            fresh_copy(data_dir / "edge.db", pristine)
             for i in range(args.runs):
-                if i:  # a fresh edge process, still cut off: its first receipt rebuilds the rules again
-                    edge.send_signal(signal.SIGTERM)
-                    edge.wait(15)
-                    edge, edge_port = start_edge(data_dir, server.port, secret)
-                    edge_base = f"http://127.0.0.1:{edge_port}"
-                    asyncio.run(wait_edge(edge_base, edge, data_dir, "pulled"))
-                    asyncio.run(until_offline(edge_base, seeded["token"], seeded["numbers"]))
+                # Every run: the synced file, a fresh edge process pointed at the stopped central.
+                fresh_copy(pristine, data_dir / "edge.db")
+                edge, edge_port = start_edge(data_dir, server.port, secret)
+                edge_base = f"http://127.0.0.1:{edge_port}"
+                asyncio.run(wait_edge(edge_base, edge, data_dir, "pulled"))
+                cut = asyncio.run(until_offline(edge_base, seeded["token"], seeded["numbers"]))
                 run = run_once(args, edge_base, edge.pid, data_dir / "edge.db", seeded["token"], seeded["numbers"],
                                receipts, shift, rng)
+                stop(edge)
                 runs.append(run)
                 f = figures(run)
-                print(f"  run {i + 1}: receipt p50/p99 {f['receipt p50']:.2f}/{f['receipt p99']:.2f} ms, payment "
-                      f"{f['payment p50']:.2f}/{f['payment p99']:.2f} ms, pure evaluation {f['pure p50']:.3f}/"
-                      f"{f['pure p99']:.3f} ms, first receipt {f['first receipt']:.0f} ms, rules rebuild "
-                      f"{f['build total']:.0f} ms; {run['points']:,.0f} points and {run['awards']:.0f} awards per "
-                      f"receipt, answer {run['answer bytes'] / 1024:.1f} KiB")
+                print(f"  run {i + 1}: first offline decision {cut * 1000:.0f} ms after the start; receipt p50/p99 "
+                      f"{f['receipt p50']:.2f}/{f['receipt p99']:.2f} ms, payment {f['payment p50']:.2f}/"
+                      f"{f['payment p99']:.2f} ms (after the receipts {f['payment after p50']:.2f}/"
+                      f"{f['payment after p99']:.2f}), pure evaluation {f['pure p50']:.3f}/{f['pure p99']:.3f} ms, "
+                      f"first receipt {f['first receipt']:.0f} ms, rules rebuild {f['build total']:.0f} ms")
         finally:
-            if edge is not None and edge.poll() is None:
-                edge.send_signal(signal.SIGTERM)
-                edge.wait(15)
+            if edge is not None:
+                stop(edge)
             server.stop()
     report(runs, args)
-    failures = [f for r in runs for f in r["receipt failures"] + r["payment failures"]]
+    failures = [f for r in runs for f in r["failures"]]
     differ = sum(r["points differ"] for r in runs)
     print(f"\n  not approved offline: {len(failures)}" + (f", e.g. {failures[:3]}" if failures else ""))
     print(f"  receipts where the edge's points differ from the pure evaluation: {differ}")
