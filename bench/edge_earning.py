@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -167,6 +168,7 @@ def scheme_bodies(schemes: list[EarningScheme], start: datetime, day_shift: time
 
 
 def describe(bodies: list[list[dict]]) -> str:
+    """One line on the mix of the schemes in force."""
     current = [versions[-1] for versions in bodies]
     kinds = Counter(b["rule"]["type"] for b in current)
     crit = Counter(k for b in current for k in b["criteria"])
@@ -250,6 +252,7 @@ def edge_holds(edge_db: Path, last_version: int, loyalty: int) -> bool:
 
 
 async def wait_synced(edge_db: Path, last_version: int, loyalty: int, seconds: float = 180) -> float:
+    """Seconds until the edge's file holds the rules and the tiered cards (SystemExit after ``seconds``)."""
     t0 = time.monotonic()
     while not edge_holds(edge_db, last_version, loyalty):
         if time.monotonic() - t0 > seconds:
@@ -313,6 +316,7 @@ async def open_loop(base: str, path: str, token: str, bodies: list[bytes], rate:
 
 
 def receipt_json(txn: str, number: str, r: Receipt, shift: timedelta) -> bytes:
+    """The till's request body for an earning_eval receipt, its time moved by ``shift``."""
     lines = []
     for li in r.lines:
         line = {"item": li.item, "quantity": li.quantity, "value": li.value, "item_group": li.item_group}
@@ -346,7 +350,10 @@ def run_once(args, edge_base: str, edge_pid: int, edge_db: Path, token: str, gif
     out["first receipt"] = cold[0][0] if cold else float("nan")
     if failures:
         raise SystemExit(f"first offline receipt: {failures}")
-    builds = [build_rules(edge_db) for _ in range(args.builds)]
+    builds = []
+    for _ in range(args.builds):
+        gc.collect()  # each build starts without the garbage of the one before (a collection inside skews it)
+        builds.append(build_rules(edge_db))
     out["build"] = {k: statistics.median(b[0][k] for b in builds) for k in builds[0][0]}
     scheme_set = builds[-1][1].scheme_set(LOYALTY)
     out["schemes"] = len(builds[-1][1].schemes)
@@ -420,6 +427,7 @@ def fresh_copy(pristine: Path, edge_db: Path) -> None:
 
 
 def stats(values: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of ``values``."""
     v = sorted(values)
     return {"p50": pct(v, 50), "p95": pct(v, 95), "p99": pct(v, 99), "max": v[-1]} if v else {}
 
@@ -479,6 +487,7 @@ def report(runs: list[dict], args) -> None:
 
 
 def stop(edge) -> None:
+    """Stop an edge process (SIGTERM: it closes its database cleanly)."""
     if edge.poll() is None:
         edge.send_signal(signal.SIGTERM)
         edge.wait(15)
