@@ -145,21 +145,26 @@ async def till_balance(request: web.Request) -> web.Response:
     return web.json_response(result, status=status)
 
 
+async def _ask_central(request: web.Request, what: str) -> tuple[bytes, tuple[int, Any] | None]:
+    """The till's request (its token checked) and central's (status, JSON) for it, or None if central is down
+    or did not answer in time."""
+    node = request.app[NODE]
+    authorization = request.headers.get("Authorization", "")
+    await node.till_for(authorization)
+    raw = await request.read()
+    return raw, None if node.central_down else await node._forward(f"/api/v1/till/{what}", raw, authorization)
+
+
 def _till_inquiry(what: str):
     async def handle(request: web.Request) -> web.Response:
-        node = request.app[NODE]
-        authorization = request.headers.get("Authorization", "")
-        await node.till_for(authorization)
-        raw = await request.read()
+        raw, answer = await _ask_central(request, what)
         body = la.CardBody.model_validate_json(raw or b"null")
-        if not node.central_down:
-            answer = await node._forward(f"/api/v1/till/{what}", raw, authorization)
-            if answer is not None:
-                status, data = answer
-                if status == 200 and isinstance(data, dict):
-                    data.setdefault("decision", "online")
-                return web.json_response(data, status=status)
-        return web.json_response(await node.local_loyalty(body.card_number, what))
+        if answer is None:
+            return web.json_response(await request.app[NODE].local_loyalty(body.card_number, what))
+        status, data = answer
+        if status == 200 and isinstance(data, dict):
+            data.setdefault("decision", "online")
+        return web.json_response(data, status=status)
 
     handle.__name__ = f"till_{what.replace('-', '_')}"
     return handle
@@ -174,11 +179,7 @@ ONLINE_ONLY: dict[str, str] = {
 
 def _online_only(what: str):
     async def handle(request: web.Request) -> web.Response:
-        node = request.app[NODE]
-        authorization = request.headers.get("Authorization", "")
-        await node.till_for(authorization)
-        raw = await request.read()
-        answer = None if node.central_down else await node._forward(f"/api/v1/till/{what}", raw, authorization)
+        _, answer = await _ask_central(request, what)
         if answer is None:
             return web.json_response({"error": {"code": "central_unreachable", "message": (
                 "central does not answer: try again later")}}, status=503)

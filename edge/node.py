@@ -137,6 +137,7 @@ class EdgeNode:
         async with self.db.begin() as conn:
             self.clock_offset = (await local.sync_position(conn)).clock_offset
         await self.refresh_configuration()
+        await self.loyalty_rules.refresh(self.db)
 
     async def refresh_configuration(self) -> local.Configuration:
         """The configuration as last pulled (read again only when a pull changed it)."""

@@ -294,6 +294,8 @@ class SyncClient:
                                   want_blocks=want if want != asked else (), watch=watch)
             response = await self._post(PULL, request, PullResponse)
             changed |= await self._apply_pull(state, response, watch, report)
+            if response.rules:
+                await self.node.loyalty_rules.refresh(self.db)
             asked = want if want != asked else asked
             async with self.db.begin() as conn:
                 specs_now = await local.load_programmes(conn)

@@ -114,6 +114,8 @@ outbox = sa.Table(
     sa.Column("entry", sa.JSON, nullable=False),  # sync.OutboxEntry (its seq is the column's)
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_outbox_card", "card"),
+    # The offline exposure (sum of debits) read from the debits alone, however many receipts wait beside them.
+    sa.Index("ix_outbox_debit_amount", "amount", sqlite_where=sa.text("debit = 1")),
 )
 
 # Authorizations decided offline: local holds, closed exactly once (confirm, void or expiry).
