@@ -156,7 +156,7 @@ class SyncClient:
         async with self._lock:
             report = SyncReport()
             try:
-                if self.node.central_down:
+                if self.node.central_down or self.failures:
                     await self._probe()
                 await self._push_all(report)
                 changed = await self._pull_all(report)
@@ -237,7 +237,7 @@ class SyncClient:
                     return
                 backlog = (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
                 exposure = await local.exposure(conn)
-            entries = next_batch([_entry(r) for r in rows], self.config.sync_batch)
+            entries = next_batch([_entry(r) for r in _within_weight(rows)], self.config.sync_batch)
             request = PushRequest(store=self.config.store, epoch=state.epoch, entries=tuple(entries),
                                   backlog=backlog, offline_exposure=min(exposure, 10**12),
                                   sent_at=self.node.central_time())
@@ -436,6 +436,21 @@ class SyncClient:
                 {"key": c.key, "code": c.code, "name": c.name, "currency": c.currency, "price": c.price,
                  "member_price": c.member_price, "unit": c.unit, "item_group": c.group, "active": c.active,
                  "version": c.version} for c in changes])
+
+
+# Receipts carry their lines: a batch stops at this many (some 2 MB of msgpack), so that reading, checking
+# and encoding one push never holds the event loop (and the tills) for long.
+MAX_BATCH_LINES = 20_000
+
+
+def _within_weight(rows: Sequence[Any]) -> Sequence[Any]:
+    """The first rows of an outbox page whose receipt lines stay within MAX_BATCH_LINES (one row at least)."""
+    weight = 0
+    for i, row in enumerate(rows):
+        weight += 1 + len((row.entry.get("loyalty") or {}).get("lines") or ())
+        if weight > MAX_BATCH_LINES and i:
+            return rows[:i]
+    return rows
 
 
 def _entry(row: Any) -> OutboxEntry:
