@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -91,8 +92,9 @@ def points_view(row: Any) -> dict[str, Any]:
             "estimate": True}
 
 
-def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, body: Any, store: str
-                    ) -> tuple[Decision, dict[str, Any], dict[str, Any], LoyaltyDetail | None]:
+def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, body: Any, store: str,
+                    store_groups: Iterable[str] = ()) -> tuple[Decision, dict[str, Any], dict[str, Any],
+                                                               LoyaltyDetail | None]:
     """(decision, new card cache values, answer extras, the entry's loyalty detail) of a receipt."""
     if spec is None or spec.kind != "loyalty":
         return (decline(DeclineCode.UNKNOWN_OFFLINE, "central is unreachable and this store knows no loyalty "
@@ -101,7 +103,9 @@ def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, b
         return decline(DeclineCode.CURRENCY_MISMATCH, f"the card's programme is in {spec.currency}"), {}, {}, None
     lines = tuple(ReceiptLine(**line.model_dump()) for line in body.lines)
     receipt = Receipt(id=str(body.txn_id), card=body.card_number, store=store, at=body.at, currency=body.currency,
-                      lines=lines, tier=row.tier if row is not None else None, card_type=spec.code)
+                      lines=lines, store_groups=frozenset(store_groups),
+                      customer_groups=frozenset(row.customer_groups or ()) if row is not None else frozenset(),
+                      tier=row.tier if row is not None else None, card_type=spec.code)
     earning = rules.scheme_set(spec.code).evaluate(receipt)
     plan = rules.plan(spec.code)
     values: dict[str, Any] = {}

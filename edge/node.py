@@ -643,7 +643,8 @@ class EdgeNode:
     async def _off_receipt(self, conn, ctx: _Context, op: TillOp) -> _Offline:
         row, spec = await self._loyalty_card(conn, ctx, op.get("card_number"))
         rules = await self.loyalty_rules.current(conn)
-        decision, values, extra, detail = loyalty.receipt_offline(rules, spec, row, op.body, self.config.store)
+        groups = ctx.settings.groups if ctx.settings is not None else ()
+        decision, values, extra, detail = loyalty.receipt_offline(rules, spec, row, op.body, self.config.store, groups)
         if not decision.approved:
             return _Offline(decision, row, currency=spec.currency if spec else None)
         extra["points"] = {"available": values.get("points", row.points if row is not None else None),

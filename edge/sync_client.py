@@ -332,7 +332,7 @@ class SyncClient:
             await conn.execute(sa.delete(store_settings))
             await conn.execute(sa.insert(store_settings).values(
                 id=1, code=r.store.code, exposure_budget=r.store.exposure_budget,
-                budget_currency=r.store.budget_currency))
+                budget_currency=r.store.budget_currency, groups=list(r.store.groups)))
             await self._apply_cards(conn, r.cards, now)
             await self._apply_products(conn, r.products)
             await self._apply_loyalty(conn, r)
@@ -388,10 +388,10 @@ class SyncClient:
         for snap in snapshots:
             values = dict(programme=snap.programme, balance=snap.balance + int(pending.get(snap.number, 0)),
                           held=snap.held + int(held.get(snap.number, 0)), pack_sellable=snap.pack_sellable,
-                          updated_at=now, points=None, tier=None, discount_bps=None)
+                          updated_at=now, points=None, tier=None, discount_bps=None, customer_groups=None)
             if snap.points is not None:  # a loyalty card: less what this store redeemed that central lacks
                 values.update(points=snap.points - redeemed.get(snap.number, 0), tier=snap.tier,
-                              discount_bps=snap.discount_bps)
+                              discount_bps=snap.discount_bps, customer_groups=list(snap.customer_groups))
             if snap.number not in known:
                 new.append(dict(values, number=snap.number, state=snap.state,
                                 expires_on=local.parse_date(snap.expires_on)))

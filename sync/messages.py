@@ -210,10 +210,11 @@ class CardSnapshot(Message):
     points: int | None = None
     tier: Code | None = None
     discount_bps: Annotated[int, Field(strict=True, ge=0, le=10_000)] | None = None
+    customer_groups: Annotated[tuple[Code, ...], Field(max_length=50)] = ()  # the card's customer's groups
 
     @model_serializer(mode="wrap")
     def _without_loyalty_unless_set(self, handler: SerializerFunctionWrapHandler) -> dict:
-        return _omit_defaults(handler(self), points=None, tier=None, discount_bps=None)
+        return _omit_defaults(handler(self), points=None, tier=None, discount_bps=None, customer_groups=())
 
 
 class ProgrammeSpec(Message):
@@ -266,6 +267,11 @@ class StoreSettings(Message):
     epoch: Annotated[int, Field(strict=True, ge=0)]
     acked_seq: Annotated[int, Field(strict=True, ge=0)]
     quarantined: bool
+    groups: Annotated[tuple[Code, ...], Field(max_length=100)] = ()  # the store groups schemes may name
+
+    @model_serializer(mode="wrap")
+    def _without_groups_unless_set(self, handler: SerializerFunctionWrapHandler) -> dict:
+        return _omit_defaults(handler(self), groups=())
 
 
 class ProductChange(Message):

@@ -100,6 +100,13 @@ stores = sa.Table(
     sa.Column("quarantine_reason", sa.Text),
 )
 
+# The groups each store is in (earning schemes may name a store group).
+store_groups = sa.Table(
+    "store_groups", metadata,
+    sa.Column("store_id", sa.ForeignKey("stores.id"), primary_key=True),
+    sa.Column("code", sa.String(32), primary_key=True, index=True),
+)
+
 counterparties = sa.Table(
     "counterparties", metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),

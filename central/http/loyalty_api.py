@@ -116,6 +116,10 @@ class RewardBody(Model):
     stock: Annotated[int, Field(strict=True, ge=0)] | None = None
 
 
+class StoreGroupsBody(Model):
+    groups: Annotated[list[Code], Field(max_length=100)]
+
+
 class BirthdayQuery(Model):
     on: date | None = Field(None, description="the day (default today, UTC)")
 
@@ -304,6 +308,14 @@ async def reward_put(call: Call):
     b = call.body
     return await call.central.loyalty.put_reward(call.request.match_info["code"], b.name, b.points, b.active,
                                                  b.stock, call.staff.username, call.remote)
+
+
+@route("PUT", f"/api/v1/admin/stores/{_CODE}/groups",
+       summary="Set the groups a store is in (earning schemes may name store groups; audited)", tag="loyalty rules",
+       auth="staff", roles=OPERATE, body=StoreGroupsBody, audit_action=False, responses={404: "no such store"})
+async def store_groups_put(call: Call):
+    return await call.central.loyalty.set_store_groups(call.request.match_info["code"], call.body.groups,
+                                                       call.staff.username, call.remote)
 
 
 @route("GET", "/api/v1/admin/loyalty/rewards", summary="The rewards catalogue", tag="loyalty", auth="staff",

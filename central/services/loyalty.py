@@ -36,9 +36,10 @@ from ..db.tables import (
     points_lots,
     receipts,
     rewards,
+    store_groups,
     stores,
 )
-from .admin import NotFound, audit
+from .admin import NotFound, audit, bump_config
 from .ledger import CardRow, Ledger, Origin, Outcome, PendingEntry, card_declined, mask, system_id, unknown_card
 from .loyalty_rules import RulesService
 
@@ -227,7 +228,8 @@ class LoyaltyService:
             groups = frozenset((await conn.execute(sa.select(customer_groups.c.code).where(
                 customer_groups.c.customer_id == loyal.customer_id))).scalars())
         receipt = Receipt(id=str(op_id), card=card.number, store=store_code, at=body.at, currency=body.currency,
-                          lines=body.lines, customer_groups=groups, tier=loyal.tier, card_type=card.programme.code)
+                          lines=body.lines, store_groups=await groups_of_store(conn, store_id),
+                          customer_groups=groups, tier=loyal.tier, card_type=card.programme.code)
         rules, plan = await self._plan(conn, card)
         earning = rules.scheme_set(card.programme.code).evaluate(receipt)
         points = earning.total if awarded is None else awarded
@@ -760,11 +762,37 @@ class LoyaltyService:
             await audit(conn, actor, "reward_put", f"reward:{code}", values, remote)
         return {"code": code, **values}
 
+    # -- store groups ------------------------------------------------------------------------------
+
+    async def set_store_groups(self, code: str, groups: list[str], actor: str,
+                               remote: str | None = None) -> dict[str, Any]:
+        """Replace the groups store ``code`` is in (audited with before and after); its edge learns them at
+        its next pull."""
+        async with self.db.begin() as conn:
+            store_id = (await conn.execute(sa.select(stores.c.id).where(stores.c.code == code))).scalar()
+            if store_id is None:
+                raise NotFound(f"no store {code!r}")
+            before = sorted(await groups_of_store(conn, store_id))
+            after = sorted(set(groups))
+            await conn.execute(sa.delete(store_groups).where(store_groups.c.store_id == store_id))
+            if after:
+                await conn.execute(sa.insert(store_groups), [{"store_id": store_id, "code": g} for g in after])
+            await audit(conn, actor, "store_groups_set", f"store:{code}", {"before": before, "after": after}, remote)
+            await bump_config(conn, store_id)
+        return {"store": code, "groups": after}
+
     async def list_rewards(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
             rows = await conn.execute(sa.select(rewards).order_by(rewards.c.code))
             return [{"code": r.code, "name": r.name, "points": r.points, "active": r.active, "stock": r.stock}
                     for r in rows]
+
+
+async def groups_of_store(conn: AsyncConnection, store_id: int | None) -> frozenset[str]:
+    if store_id is None:
+        return frozenset()
+    return frozenset((await conn.execute(sa.select(store_groups.c.code).where(
+        store_groups.c.store_id == store_id))).scalars())
 
 
 async def loyalty_snapshots(conn: AsyncConnection, card_ids: list[int], now: datetime | None = None
@@ -782,6 +810,12 @@ async def loyalty_snapshots(conn: AsyncConnection, card_ids: list[int], now: dat
     for r in await conn.execute(sa.select(loyalty_cards).where(loyalty_cards.c.card_id.in_(card_ids))):
         out[r.card_id].update(points=out[r.card_id]["points"] - r.points_debt, tier=r.tier,
                               discount_bps=r.discount_bps)
+    # The customer's groups, which earning schemes may name: stores earn by them offline.
+    for card_id, code in await conn.execute(
+            sa.select(cards.c.id, customer_groups.c.code)
+            .join(customer_groups, customer_groups.c.customer_id == cards.c.customer_id)
+            .where(cards.c.id.in_(card_ids)).order_by(cards.c.id, customer_groups.c.code)):
+        out[card_id].setdefault("customer_groups", []).append(code)
     return out
 
 

@@ -104,7 +104,7 @@ from .ledger import (
     json_document,
     mask,
 )
-from .loyalty import loyalty_snapshots
+from .loyalty import groups_of_store, loyalty_snapshots
 from .offline import OVERDRAFT, list_card, listings, release_repaid, unlist_card, watch
 from .vouchers import offline_voucher_limits, voucher_of
 
@@ -776,12 +776,13 @@ class SyncService:
             rules, rules_version, more_rules = await self._rules_feed(conn, cursor.rules_version, now)
             segments, segment_version, more_segments = await self._segment_feed(conn, cursor.segment_version, now)
             vouchers_, voucher_at, voucher_id, more_vouchers = await self._voucher_feed(conn, cursor, now)
+            groups = await groups_of_store(conn, store.id)
         return PullResponse(
             cursor=Cursor(deny_version=deny_version, card_feed=card_feed, watch_feed=watch_feed,
                           config_version=max(cursor.config_version, store.config_version),
                           catalogue_version=catalogue_version, rules_version=rules_version,
                           segment_version=segment_version, voucher_at=voucher_at, voucher_id=voucher_id),
-            server_time=now, store=self._settings(store), deny=tuple(deny), cards=tuple(snapshots),
+            server_time=now, store=self._settings(store, groups), deny=tuple(deny), cards=tuple(snapshots),
             blocks=tuple(blocks), products=tuple(products), rules=tuple(rules), segments=tuple(segments),
             vouchers=tuple(vouchers_), more=more or more_products or more_rules or more_segments or more_vouchers,
             **config)
@@ -813,10 +814,11 @@ class SyncService:
         return changes, cursor, len(rows) == self.page and cursor > after
 
     @staticmethod
-    def _settings(store: Any) -> StoreSettings:
+    def _settings(store: Any, groups: frozenset[str] = frozenset()) -> StoreSettings:
         return StoreSettings(code=store.code, exposure_budget=store.offline_budget,
                              budget_currency=store.offline_budget_currency, epoch=store.epoch,
-                             acked_seq=store.acked_seq, quarantined=store.quarantined_at is not None)
+                             acked_seq=store.acked_seq, quarantined=store.quarantined_at is not None,
+                             groups=tuple(sorted(groups)))
 
     async def _deny_feed(self, conn: AsyncConnection, after: int, now: datetime) -> tuple[list[DenyChange], int]:
         rows = (await conn.execute(sa.select(deny_changes).where(deny_changes.c.version > after)

@@ -46,6 +46,7 @@ store_settings = sa.Table(
     sa.Column("code", sa.String(32), nullable=False),
     sa.Column("exposure_budget", sa.BigInteger, nullable=False),
     sa.Column("budget_currency", sa.String(3), nullable=False),
+    sa.Column("groups", sa.JSON, nullable=False, server_default="[]"),  # the store's groups, for earning schemes
 )
 
 tills = sa.Table(
@@ -75,6 +76,7 @@ cards = sa.Table(
     sa.Column("points", sa.BigInteger),
     sa.Column("tier", sa.String(32)),
     sa.Column("discount_bps", sa.Integer),
+    sa.Column("customer_groups", sa.JSON),  # the card's customer's groups, for earning schemes
 )
 
 deny_list = sa.Table(

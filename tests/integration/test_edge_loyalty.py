@@ -291,3 +291,33 @@ async def test_an_offline_redemption_is_taken_back_online_after_sync(world, tmp_
         await world.ledger_consistent()
     finally:
         await edge.close()
+
+
+async def test_offline_receipts_earn_by_store_and_customer_groups_as_central_does(world, tmp_path):
+    numbers = await world.loyalty_cards(2)
+    await world.admin("PUT", "/api/v1/admin/stores/S1/groups", {"groups": ["CITY"]})
+    await world.admin("POST", "/api/v1/admin/customers", {
+        "request_id": str(uuid.uuid4()), "first_name": "Vi", "last_name": "Pee", "phone": "+441234500888",
+        "groups": ["VIP"], "card_number": numbers[0]})
+    start = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    for code, criteria, points in (("CITY", {"store_groups": ["CITY"]}, 1), ("VIP", {"customer_groups": ["VIP"]}, 2)):
+        await world.admin("POST", "/api/v1/admin/loyalty/schemes", {
+            "code": code, "version": 1, "valid_from": start, "criteria": criteria,
+            "rule": {"type": "per_value", "points": points, "per": 100, "currency": "EUR"}})
+    await world.admin("POST", "/api/v1/admin/loyalty/plans", {"programme": "LOYAL", "combination": "sum"})
+    edge = await Edge.start(world, tmp_path)
+    try:
+        await edge.sync()
+        edge.cut()
+        vip = await edge.till("receipts", **_receipt(numbers[0], 1000))
+        other = await edge.till("receipts", **_receipt(numbers[1], 1000))
+        assert (vip["decision"], vip["points_earned"], other["points_earned"]) == ("offline", 30, 10)
+        edge.heal()
+        await edge.sync()
+        async with world.central.db.connect() as conn:
+            flagged = (await conn.execute(sa.select(sa.func.count()).select_from(sync_exceptions).where(
+                sync_exceptions.c.kind == "loyalty"))).scalar_one()
+        assert flagged == 0  # central's rules agree with the store's
+        assert (await world.till("points", card_number=numbers[0]))["balance"] == 30
+    finally:
+        await edge.close()

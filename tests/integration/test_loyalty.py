@@ -394,3 +394,14 @@ async def test_a_card_in_debt_spends_only_points_beyond_its_debt(world, loyal):
     spent = await world.till("points/redeem", card_number=loyal[0], receipt_total=100_000, currency="EUR")
     assert spent["points_redeemed"] == 80
     await world.ledger_consistent()
+
+
+async def test_a_scheme_for_a_store_group_earns_only_in_the_stores_of_the_group(world, loyal):
+    await world.admin("PUT", "/api/v1/admin/stores/S1/groups", {"groups": ["CITY", "NORTH"]})
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes", scheme("CITY", criteria={"store_groups": ["CITY"]}))
+    assert (await receipt(world, loyal[0], line("A", 1000)))["points_earned"] == 10
+    body = {"card_number": loyal[0], "at": datetime.now(STORE_TZ).isoformat(), "currency": "EUR",
+            "lines": [line("A", 1000)]}
+    assert (await world.till("receipts", store="S2", **body))["points_earned"] == 0
+    unknown = await world.admin("PUT", "/api/v1/admin/stores/NOPE/groups", {"groups": []}, expect=404)
+    assert unknown["error"]["code"] == "not_found"
