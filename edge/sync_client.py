@@ -289,7 +289,8 @@ class SyncClient:
             cursor = Cursor(deny_version=state.deny_version, card_feed=state.card_feed, watch_feed=state.watch_feed,
                             config_version=state.config_version, catalogue_version=catalogue_version,
                             rules_version=state.rules_version, segment_version=state.segment_version,
-                            voucher_at=state.voucher_at, voucher_id=state.voucher_id)
+                            voucher_at=state.voucher_at, voucher_id=state.voucher_id,
+                            loyalty_at=state.loyalty_at, loyalty_id=state.loyalty_id)
             request = PullRequest(store=self.config.store, cursor=cursor,
                                   want_blocks=want if want != asked else (), watch=watch)
             response = await self._post(PULL, request, PullResponse)
@@ -354,6 +355,8 @@ class SyncClient:
                 rules_version=max(state.rules_version, r.cursor.rules_version))
             if r.cursor.voucher_at is not None:
                 values.update(voucher_at=r.cursor.voucher_at, voucher_id=r.cursor.voucher_id)
+            if r.cursor.loyalty_at is not None:
+                values.update(loyalty_at=r.cursor.loyalty_at, loyalty_id=r.cursor.loyalty_id)
             if epoch_changed:
                 values.update(epoch=r.store.epoch, acked_seq=r.store.acked_seq, quarantined=False)
             await conn.execute(sa.update(sync_state).where(sync_state.c.id == 1).values(**values))

@@ -174,12 +174,15 @@ class Cursor(Message):
     # The voucher feed: the last (changed at, id) applied.
     voucher_at: AwareDatetime | None = None
     voucher_id: Annotated[int, Field(strict=True, ge=0)] = 0
+    # Watched loyalty cards whose tier, discount level or debt changed: the last (changed at, card id) seen.
+    loyalty_at: AwareDatetime | None = None
+    loyalty_id: Annotated[int, Field(strict=True, ge=0)] = 0
 
     @model_serializer(mode="wrap")
     def _without_catalogue_until_used(self, handler: SerializerFunctionWrapHandler) -> dict:
         # Peers from before the catalogue (or loyalty) refuse unknown fields: until one is used, send none.
         return _omit_defaults(handler(self), catalogue_version=0, rules_version=0, segment_version=0,
-                              voucher_at=None, voucher_id=0)
+                              voucher_at=None, voucher_id=0, loyalty_at=None, loyalty_id=0)
 
 
 class PullRequest(Message):

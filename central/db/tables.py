@@ -532,7 +532,8 @@ loyalty_cards = sa.Table(
     sa.Column("discount_bps", sa.Integer, nullable=False, server_default="0"),
     sa.Column("points_debt", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("first_purchase_at", UTCDateTime),
-    sa.Column("updated_at", UTCDateTime, nullable=False, default=now),
+    # When the row last changed (tier, discount level, debt...): stores follow their cards' changes by it.
+    sa.Column("updated_at", UTCDateTime, nullable=False, default=now, index=True),
     sa.CheckConstraint("points_debt >= 0", name="debt_not_negative"),
 )
 

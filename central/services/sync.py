@@ -73,6 +73,7 @@ from ..db.tables import (
     cards,
     deny_changes,
     entries,
+    loyalty_cards,
     loyalty_rules,
     number_blocks,
     operations,
@@ -570,6 +571,25 @@ class SyncService:
             batch.exception("voucher", entry, card.id, flags=more, voucher=detail.voucher)
         return _Decision(S.APPLIED if applied["status"] == "applied" else S.DUPLICATE, flags + more)
 
+    async def _loyalty_card_feed(self, conn: AsyncConnection, store: Any, cursor: Cursor, now: datetime
+                                 ) -> tuple[list[int], datetime | None, int, bool]:
+        """The store's watched loyalty cards whose loyalty state (tier, discount level, debt) changed after the
+        cursor, and the cursor after them: past every settled change, or at the page's last card."""
+        after = cursor.loyalty_at or datetime(1970, 1, 1, tzinfo=UTC)
+        rows = (await conn.execute(
+            sa.select(loyalty_cards.c.card_id, loyalty_cards.c.updated_at)
+            .join(store_cards, sa.and_(store_cards.c.card_id == loyalty_cards.c.card_id,
+                                       store_cards.c.store_id == store.id))
+            .where(sa.or_(loyalty_cards.c.updated_at > after,
+                          sa.and_(loyalty_cards.c.updated_at == after, loyalty_cards.c.card_id > cursor.loyalty_id)))
+            .order_by(loyalty_cards.c.updated_at, loyalty_cards.c.card_id).limit(self.page))).all()
+        settled = now - SETTLE
+        if len(rows) == self.page and rows[-1].updated_at < settled:
+            return [r.card_id for r in rows], rows[-1].updated_at, rows[-1].card_id, True
+        if settled <= after:
+            return [r.card_id for r in rows], cursor.loyalty_at, cursor.loyalty_id, False
+        return [r.card_id for r in rows], settled, 0, False
+
     async def _voucher_feed(self, conn: AsyncConnection, cursor: Cursor, now: datetime
                             ) -> tuple[list[VoucherSnapshot], datetime | None, int, bool]:
         """Vouchers changed after the cursor, each saying whether a store may take it offline."""
@@ -767,6 +787,9 @@ class SyncService:
             store = (await conn.execute(sa.select(stores).where(stores.c.id == ref.id))).one()
             deny, deny_version = await self._deny_feed(conn, cursor.deny_version, now)
             snapshots, card_feed, watch_feed, more = await self._card_feed(conn, store, cursor, now)
+            loyal_ids, loyalty_at, loyalty_id, more_loyal = await self._loyalty_card_feed(conn, store, cursor, now)
+            known = {s.number for s in snapshots}
+            snapshots += [s for s in await self._snapshots(conn, store.id, loyal_ids) if s.number not in known]
             config = {}
             if cursor.config_version < store.config_version:
                 config = {"programmes": await self._programmes(conn), "tills": await self._tills(conn, store.id)}
@@ -781,7 +804,8 @@ class SyncService:
             cursor=Cursor(deny_version=deny_version, card_feed=card_feed, watch_feed=watch_feed,
                           config_version=max(cursor.config_version, store.config_version),
                           catalogue_version=catalogue_version, rules_version=rules_version,
-                          segment_version=segment_version, voucher_at=voucher_at, voucher_id=voucher_id),
+                          segment_version=segment_version, voucher_at=voucher_at, voucher_id=voucher_id,
+                          loyalty_at=loyalty_at, loyalty_id=loyalty_id),
             server_time=now, store=self._settings(store, groups), deny=tuple(deny), cards=tuple(snapshots),
             blocks=tuple(blocks), products=tuple(products), rules=tuple(rules), segments=tuple(segments),
             vouchers=tuple(vouchers_), more=more or more_products or more_rules or more_segments or more_vouchers,

@@ -31,6 +31,8 @@ sync_state = sa.Table(
     sa.Column("voucher_at", UTCDateTime),  # the voucher feed's cursor: last (changed at, id) applied
     sa.Column("voucher_id", sa.Integer, nullable=False, server_default="0"),
     sa.Column("rules_version", sa.Integer, nullable=False, server_default="0"),  # the rules feed's cursor
+    sa.Column("loyalty_at", UTCDateTime),  # the loyalty card feed's cursor: last (changed at, card id) seen
+    sa.Column("loyalty_id", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Programme rules and offline limits (sync.ProgrammeSpec as JSON), replaced whole when config moves.

@@ -321,3 +321,21 @@ async def test_offline_receipts_earn_by_store_and_customer_groups_as_central_doe
         assert (await world.till("points", card_number=numbers[0]))["balance"] == 30
     finally:
         await edge.close()
+
+
+async def test_a_tier_changed_by_head_office_reaches_the_store_without_a_movement_of_the_card(world, tmp_path):
+    edge, numbers = await _setup(world, tmp_path)
+    try:
+        await edge.till("receipts", **_receipt(numbers[0], 2_000_000))  # 20,000 points
+        await edge.sync()
+        assert (await edge.card(numbers[0])).tier == "BRONZE"
+        await world.admin("POST", f"/api/v1/admin/loyalty/cards/{numbers[0]}/tier",
+                          {"tier": "GOLD", "reason": "a valued customer"})
+        await edge.sync()  # no ledger movement: the loyalty card feed brings the change
+        assert (await edge.card(numbers[0])).tier == "GOLD"
+        edge.cut()
+        gold = await edge.till("points/redeem", card_number=numbers[0], receipt_total=4000, currency="EUR")
+        assert (gold["tier"], gold["discount"]) == ("GOLD", 4000)  # Gold's cap: the whole receipt
+        assert (await edge.till("tier", card_number=numbers[0]))["tier"] == "GOLD"
+    finally:
+        await edge.close()
