@@ -79,6 +79,7 @@ from ..db.tables import (
     operations,
     packs,
     programmes,
+    receipts,
     segment_changes,
     store_cards,
     store_entries,
@@ -524,6 +525,10 @@ class SyncService:
             return self._reject(batch, entry, card, digest, flags, DeclineCode.ORIGINAL_MISMATCH,
                                 f"{entry.kind} without its loyalty details")
         origin = Origin("offline", batch.store.id, batch.tills.get(entry.till or ""))
+        if entry.kind == K.RECEIPT_RETURN and entry.original_txn_id is not None and (await conn.execute(
+                sa.select(receipts.c.id).where(receipts.c.id == entry.original_txn_id))).first() is None:
+            # The receipt may come from another store's backlog: wait for it, as a cancel waits for its original.
+            return _Decision(S.HELD, flags, "waiting for the receipt it returns")
         if entry.kind == K.VOUCHER_REDEEM:
             return await self._voucher_use(conn, batch, entry, card, digest, flags, origin)
         outcome, more = await self.loyalty.apply_synced(conn, entry, card, origin, batch.now)

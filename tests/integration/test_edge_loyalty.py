@@ -14,8 +14,11 @@ import sqlalchemy as sa
 
 from central.db.tables import cards as central_cards
 from central.db.tables import operations, receipts, segment_changes, sync_exceptions
+from core import OperationKind
+from sync import LoyaltyDetail, OutboxEntry, ReceiptLineData
 
 from ..edge_support import Edge
+from ..support import SyncPeer
 
 STORE_TZ = timezone(timedelta(hours=1))
 TIERS = {"basis": "turnover", "period_days": 365, "anchor": "2026-01-01T00:00:00Z", "tiers": [
@@ -339,3 +342,33 @@ async def test_a_tier_changed_by_head_office_reaches_the_store_without_a_movemen
         assert (await edge.till("tier", card_number=numbers[0]))["tier"] == "GOLD"
     finally:
         await edge.close()
+
+
+async def test_a_return_synced_before_its_receipt_waits_for_it(world):
+    numbers = await world.loyalty_cards(1)
+    await world.admin("POST", "/api/v1/admin/loyalty/schemes", {
+        "code": "BASE", "version": 1, "valid_from": (datetime.now(UTC) - timedelta(seconds=30)).isoformat(),
+        "rule": {"type": "per_value", "points": 1, "per": 100, "currency": "EUR"}})
+    s1, s2 = await SyncPeer.enrol(world, "S1"), await SyncPeer.enrol(world, "S2")
+    now = datetime.now(UTC)
+    sale_id = uuid.uuid4()
+
+    def outbox(seq, kind, amount, detail, **extra) -> OutboxEntry:
+        return OutboxEntry(seq=seq, txn_id=extra.pop("txn_id", uuid.uuid4()), kind=kind, card_number=numbers[0],
+                           amount=amount, currency="EUR", decided_at=now, loyalty=detail, **extra)
+
+    back = await s1.push([outbox(1, OperationKind.RECEIPT_RETURN, 0, LoyaltyDetail(), original_txn_id=sale_id)])
+    assert back.results[0].status == "held" and back.acked_seq == 1
+    line = ReceiptLineData(item="A", quantity=1000, value=2000)
+    sold = await s2.push([outbox(1, OperationKind.RECEIPT, 2000, LoyaltyDetail(at=now, lines=(line,), points=20),
+                                 txn_id=sale_id)])
+    assert sold.results[0].status == "applied"
+    assert (await world.till("points", card_number=numbers[0]))["balance"] == 20
+    later = await s1.push([outbox(2, OperationKind.RECEIPT, 2000, LoyaltyDetail(at=now, lines=(line,), points=20))])
+    assert later.results[0].status == "applied"
+    async with world.central.db.connect() as conn:
+        status = (await conn.execute(sa.text(
+            "SELECT status FROM store_entries WHERE seq = 1 AND store_id = (SELECT id FROM stores WHERE code = 'S1')"
+        ))).scalar_one()
+    assert status == "applied"
+    assert (await world.till("points", card_number=numbers[0]))["balance"] == 20  # 20 + 20 - 20 taken back
