@@ -101,7 +101,8 @@ def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, b
                                                      "programme of that card"), {}, {}, None)
     if body.currency != spec.currency:
         return decline(DeclineCode.CURRENCY_MISMATCH, f"the card's programme is in {spec.currency}"), {}, {}, None
-    lines = tuple(ReceiptLine(**line.model_dump()) for line in body.lines)
+    dumped = [line.model_dump() for line in body.lines]  # once: the till's body was validated already
+    lines = tuple(ReceiptLine(**line) for line in dumped)
     receipt = Receipt(id=str(body.txn_id), card=body.card_number, store=store, at=body.at, currency=body.currency,
                       lines=lines, store_groups=frozenset(store_groups),
                       customer_groups=frozenset(row.customer_groups or ()) if row is not None else frozenset(),
@@ -112,7 +113,7 @@ def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, b
     if row is not None and row.points is not None and earning.total and (plan is None or not plan.points.pending):
         values["points"] = row.points + earning.total  # spendable at once when nothing pends
     awards = [{"line": a.line, "scheme": a.scheme, "version": a.version, "points": a.points} for a in earning.awards]
-    detail = LoyaltyDetail(at=body.at, lines=tuple(ReceiptLineData(**line.model_dump()) for line in body.lines),
+    detail = LoyaltyDetail(at=body.at, lines=tuple(ReceiptLineData.model_construct(**line) for line in dumped),
                            points=earning.total,
                            awards=tuple((a.line, a.scheme, a.version, a.points) for a in earning.awards))
     extra = {"points_earned": earning.total, "awards": awards, "bonus": None}
