@@ -156,7 +156,7 @@ class SyncClient:
         async with self._lock:
             report = SyncReport()
             try:
-                if self.node.central_down or self.failures:
+                if self.node.central_down:
                     await self._probe()
                 await self._push_all(report)
                 changed = await self._pull_all(report)
