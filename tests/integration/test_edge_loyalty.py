@@ -43,6 +43,15 @@ def _receipt(number: str, value: int, at: datetime | None = None, **extra) -> di
             "lines": [{"item": "A", "quantity": 1000, "value": value}], **extra}
 
 
+async def _redeemed_offline(edge: Edge, number: str) -> dict:
+    """3,000 points earned online, then central cut off and 2,000 of them redeemed at the store."""
+    await edge.till("receipts", **_receipt(number, 300_000))
+    edge.cut()
+    offline = await edge.till("points/redeem", card_number=number, receipt_total=4000, currency="EUR")
+    assert (offline["decision"], offline["approved"], offline["points_redeemed"]) == ("offline", True, 2000)
+    return offline
+
+
 async def test_offline_earning_is_synced_exactly_once(world, tmp_path):
     edge, numbers = await _setup(world, tmp_path)
     try:
@@ -137,10 +146,7 @@ async def test_an_offline_redemption_of_points_spent_elsewhere_becomes_a_debt(wo
     edge, numbers = await _setup(world, tmp_path)
     try:
         number = numbers[2]
-        await edge.till("receipts", **_receipt(number, 300_000))  # 3,000 points
-        edge.cut()
-        offline = await edge.till("points/redeem", card_number=number, receipt_total=4000, currency="EUR")
-        assert offline["approved"] and offline["points_redeemed"] == 2000
+        await _redeemed_offline(edge, number)
         spent = await world.till("points/redeem", card_number=number, receipt_total=100_000, currency="EUR",
                                  store="S2")  # meanwhile, at another store, online
         assert spent["points_redeemed"] == 3000
@@ -282,10 +288,7 @@ async def test_an_offline_redemption_is_taken_back_online_after_sync(world, tmp_
     edge, numbers = await _setup(world, tmp_path)
     try:
         number = numbers[2]
-        await edge.till("receipts", **_receipt(number, 300_000))  # 3,000 points
-        edge.cut()
-        offline = await edge.till("points/redeem", card_number=number, receipt_total=4000, currency="EUR")
-        assert offline["points_redeemed"] == 2000
+        offline = await _redeemed_offline(edge, number)
         edge.heal()
         await edge.sync()
         back = await edge.till("points/redeem/reverse", original_txn_id=offline["txn_id"])
