@@ -34,7 +34,7 @@ from sync.loyalty import LoyaltyRules, RuleChange
 from .db.tables import cards, loyalty_rules, outbox, segment_members, vouchers
 
 __all__ = ["RulesCache", "receipt_offline", "return_offline", "redeem_offline", "unacked_points",
-           "segments_of", "points_view", "voucher_offline"]
+           "segments_of", "voucher_offline"]
 
 log = logging.getLogger("tessera.edge.loyalty")
 K = OperationKind
@@ -84,12 +84,6 @@ def _build(changes: list[RuleChange]) -> LoyaltyRules:
     for programme in rules.plans:  # compiled now rather than in the first receipt
         rules.scheme_set(programme)
     return rules
-
-
-def points_view(row: Any) -> dict[str, Any]:
-    """What the store knows of a card's points (central's last word less the store's offline redemptions)."""
-    return {"available": row.points if row is not None else None, "tier": row.tier if row is not None else None,
-            "estimate": True}
 
 
 def receipt_offline(rules: LoyaltyRules, spec: ProgrammeSpec | None, row: Any, body: Any, store: str,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -49,7 +49,6 @@ log = logging.getLogger("tessera.loyalty")
 K = OperationKind
 POINTS = "points"
 POINTS_CURRENCY = "PTS"  # the points account's unit, in the ledger's currency column
-BirthdayCheck = Callable[[date, date], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,9 +838,4 @@ def _spent(lot: Lot, points: int) -> dict[str, Any]:
     return {"lot": lot.id, "points": points, "earned_at": lot.earned_at.isoformat(),
             "available_at": lot.available_at.isoformat(),
             "expires_at": lot.expires_at.isoformat() if lot.expires_at else None, "receipt": lot.receipt}
-
-
-def receipt_lines(lines: Iterable[dict[str, Any]]) -> tuple[ReceiptLine, ...]:
-    """Receipt lines from their JSON form (as tills send them)."""
-    return tuple(ReceiptLine(**line) for line in lines)
 
