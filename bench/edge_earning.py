@@ -471,7 +471,8 @@ def report(runs: list[dict], args) -> None:
     print(f"\n  edge receipt p99 / pure evaluation p99:  x{med['receipt p99 / pure p99']:.1f}")
     print(f"  edge receipt p99 / edge payment p99:     x{med['receipt p99 / payment p99']:.2f}  "
           f"(p50: x{med['receipt p50 / payment p50']:.2f})")
-    print(f"  first offline receipt of a fresh edge process (rules built when it started): {med['first receipt']:.0f} ms")
+    print(f"  first offline receipt of a fresh edge process (rules built when it started): "
+          f"{med['first receipt']:.0f} ms")
     build = "; ".join(f"{k[6:]} {med[k]:.1f}" for k in med if k.startswith("build ") and k != "build total")
     print(f"  rules rebuild of {runs[0]['schemes']:,} scheme versions, in-process: {med['build total']:.0f} ms "
           f"({build} ms)")
