@@ -1,4 +1,4 @@
-"""Sync ingest at central on PostgreSQL: how fast a store's offline backlog is applied.
+"""Sync ingest at central on PostgreSQL (or SQLite): how fast a store's offline backlog is applied.
 
 1. A throwaway Tessera database, seeded like ``central_payments.py`` (an open-value programme, a
    store, ``--cards`` active cards with 500.00 EUR each), and a staff user.
@@ -346,19 +346,33 @@ def receipt_checks(url: str, entries: list[sync.OutboxEntry]) -> dict:
             "tier_changes": query(url, "SELECT count(*) FROM tier_changes")[0][0]}
 
 
-_VERB = re.compile(r"^\s*(SELECT|INSERT INTO|UPDATE|DELETE FROM|WITH)\b\s*(\S+)?", re.I)
-
-
 def _statement(sql: str) -> str:
-    """'INSERT points_lots', 'SELECT accounts', ... (the first table after the verb)."""
-    m = _VERB.match(sql)
-    if not m:
-        return sql.split(None, 1)[0][:20]
-    verb = m.group(1).split()[0].upper()
-    if verb == "SELECT":
-        t = re.search(r"\bFROM\s+\(?\s*([a-z_]+)", sql, re.I)
-        return f"SELECT {t.group(1) if t else '?'}"
-    return f"{verb} {(m.group(2) or '?').strip('(')}"
+    """'INSERT points_lots', 'SELECT accounts', ...: the verb and the statement's own first table (what
+    parentheses hold, subqueries and lists, is left out)."""
+    flat = " ".join(sql.split())
+    while "(" in flat:
+        shorter = re.sub(r"\([^()]*\)", "", flat)
+        if shorter == flat:
+            break
+        flat = shorter
+    m = re.match(r"(SELECT|INSERT INTO|UPDATE|DELETE FROM|WITH)\b", flat, re.I)
+    verb = m.group(1).split()[0].upper() if m else flat.split(" ", 1)[0][:20]
+    if verb in ("SELECT", "WITH"):
+        t = re.search(r"\bFROM\s+([a-z_]+)", flat, re.I)
+    else:
+        t = re.match(r"\S+(?:\s+INTO|\s+FROM)?\s+([a-z_]+)", flat, re.I)
+    return f"{verb} {t.group(1) if t else '?'}"
+
+
+def _package(filename: str) -> str:
+    if filename == "~":
+        return "C builtins (the event loop's epoll wait among them)"
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    for own in ("central", "core", "sync"):
+        if f"/{own}/" in filename:
+            return own
+    return "python (asyncio, stdlib)" if filename.startswith(("/", "<frozen")) else filename
 
 
 def profile(config: CentralConfig, entries: list[sync.OutboxEntry], batch: int, top: int = 18) -> None:
@@ -406,19 +420,26 @@ def profile(config: CentralConfig, entries: list[sync.OutboxEntry], batch: int, 
     wall, prof = asyncio.run(go())
     n = len(entries)
     db_time = sum(spent.values())
-    print(f"\n  profile: {n:,} receipts pushed in this process in {wall:.2f} s ({1000 * wall / n:.2f} ms each, "
+    print(f"\n  profile: {n:,} receipts sent in this process in {wall:.2f} s ({1000 * wall / n:.2f} ms each, "
           f"cProfile on); {sum(counts.values()) / n:.1f} SQL statements per receipt, "
           f"{1000 * db_time / n:.2f} ms each in the driver (execute to result)")
     print(f"    {'statement':<30} {'per receipt':>11} {'ms per receipt':>15}")
     for key, c in sorted(counts.items(), key=lambda kv: -spent[kv[0]])[:top]:
         print(f"    {key:<30} {c / n:11.2f} {1000 * spent[key] / n:15.3f}")
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    by_package: Counter = Counter()
+    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():
+        by_package[_package(filename)] += tottime
+    print(f"    cProfile: {total:.2f} s of CPU in this process ({1000 * total / n:.2f} ms per receipt); own time by "
+          "package: " + ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in by_package.most_common(8)))
     out = io.StringIO()
-    stats = pstats.Stats(prof, stream=out)
-    stats.sort_stats("cumulative").print_stats(r"(central|core|sync)/", top)
-    print("    cProfile, cumulative, the project's functions:")
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    print("    the functions with the most own time:")
     for line in out.getvalue().splitlines():
         if re.match(r"\s*\d", line) or "ncalls" in line:
-            print("    " + line.replace(str(Path(__file__).resolve().parent.parent) + "/", ""))
+            print("    " + re.sub(r"\S*/(site-packages|lib/python3\.\d+)/", "", line.replace(
+                str(Path(__file__).resolve().parent.parent) + "/", "")))
 
 
 def main() -> int:
