@@ -441,17 +441,23 @@ class SyncClient:
                  "version": c.version} for c in changes])
 
 
-# Receipts carry their lines: a batch stops at this many (some 2 MB of msgpack), so that reading, checking
-# and encoding one push never holds the event loop (and the tills) for long.
+# Receipts carry their lines, and central applies loyalty entries one at a time (about 10 ms each, with the
+# batch's cards locked meanwhile): a batch stops at this many receipt lines (some 2 MB of msgpack) and this many
+# loyalty entries (a couple of seconds at central), so that neither the tills here nor the cards at central wait
+# long for one push.
 MAX_BATCH_LINES = 20_000
+MAX_BATCH_LOYALTY = 200
 
 
 def _within_weight(rows: Sequence[Any]) -> Sequence[Any]:
-    """The first rows of an outbox page whose receipt lines stay within MAX_BATCH_LINES (one row at least)."""
-    weight = 0
+    """The first rows of an outbox page within MAX_BATCH_LINES receipt lines and MAX_BATCH_LOYALTY loyalty
+    entries (one row at least)."""
+    weight = loyal = 0
     for i, row in enumerate(rows):
-        weight += 1 + len((row.entry.get("loyalty") or {}).get("lines") or ())
-        if weight > MAX_BATCH_LINES and i:
+        detail = row.entry.get("loyalty")
+        weight += 1 + len((detail or {}).get("lines") or ())
+        loyal += detail is not None
+        if (weight > MAX_BATCH_LINES or loyal > MAX_BATCH_LOYALTY) and i:
             return rows[:i]
     return rows
 

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from edge.sync_client import MAX_BATCH_LINES, _within_weight
+from edge.sync_client import MAX_BATCH_LINES, MAX_BATCH_LOYALTY, _within_weight
 
 
 def _row(lines: int) -> SimpleNamespace:
@@ -15,10 +15,15 @@ def test_payments_alone_are_never_cut():
     assert len(_within_weight(rows)) == 5000
 
 
+def test_loyalty_entries_stop_the_batch_at_their_count():
+    rows = [_row(1) for _ in range(1000)]
+    assert len(_within_weight(rows)) == MAX_BATCH_LOYALTY
+
+
 def test_receipts_stop_the_batch_at_the_line_weight():
-    rows = [_row(999) for _ in range(100)]  # 1,000 each with the entry itself
+    rows = [_row(1999) for _ in range(100)]  # 2,000 each with the entry itself
     kept = _within_weight(rows)
-    assert len(kept) == MAX_BATCH_LINES // 1000
+    assert len(kept) == MAX_BATCH_LINES // 2000
     assert sum(1 + len(r.entry["loyalty"]["lines"]) for r in kept) <= MAX_BATCH_LINES
 
 
