@@ -258,19 +258,11 @@ def plan_from(data: Any) -> LoyaltyPlan:
 
 
 def parse_body(kind: str, data: Any) -> tuple[dict[str, Any], Any]:
-    """Validate a rule body of ``kind``: (its canonical JSON form, the domain object)."""
+    """Validate a scheme or plan body: (its canonical JSON form, the domain object)."""
     if kind == RuleKind.SCHEME:
         body, domain = _validated(SchemeBody, data)
     elif kind == RuleKind.PLAN:
         body, domain = _validated(PlanBody, data)
-    elif kind == RuleKind.SEGMENT:
-        if not isinstance(data, dict) or set(data) - {"name", "rule"} or "rule" not in data:
-            raise InvalidInput("a segment is {\"name\": ..., \"rule\": {...}}", code="invalid_rule")
-        name = data.get("name", "")
-        if not isinstance(name, str) or len(name) > 100:
-            raise InvalidInput("a segment's name is text of up to 100 characters", code="invalid_rule")
-        domain = segment_from(data["rule"])  # InvalidSegmentRule names the node
-        return {"name": name, "rule": data["rule"]}, domain
     else:
         raise InvalidInput(f"unknown rule kind {kind!r}", code="invalid_rule")
     return body.model_dump(mode="json", exclude_defaults=True), domain

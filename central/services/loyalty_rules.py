@@ -83,13 +83,11 @@ class RulesService:
 
     async def publish(self, kind: str, body: Any, actor: str, remote: str | None = None,
                       now: datetime | None = None) -> dict[str, Any]:
-        """Validate ``body`` as a rule of ``kind`` and record it as the next version, audited."""
+        """Validate ``body`` as a scheme or a plan and record it as the next version, audited (segments are
+        defined through the segment service)."""
         now = now or datetime.now(UTC)
         canonical, domain = parse_body(kind, body)
-        code = {RuleKind.SCHEME: lambda: domain.code, RuleKind.PLAN: lambda: domain.programme}.get(
-            kind, lambda: None)()
-        if code is None:
-            code = body.get("code") if isinstance(body, dict) else None
+        code = domain.code if kind == RuleKind.SCHEME else domain.programme
         async with self.db.begin() as conn:
             if kind == RuleKind.PLAN:
                 await self._check_programme(conn, code)
